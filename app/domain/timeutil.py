@@ -1,0 +1,91 @@
+"""Time helpers: everything aware, stored in UTC, local only for maths and display."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from app.domain.errors import SchedulingError
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_zone(name: str) -> ZoneInfo:
+    """Return the IANA zone ``name``; raise ``KeyError`` if it does not exist."""
+    if not name or name != name.strip() or "\x00" in name:
+        raise KeyError(name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise KeyError(name) from exc
+
+
+def is_valid_timezone(name: str) -> bool:
+    try:
+        get_zone(name)
+    except KeyError:
+        return False
+    return True
+
+
+def all_timezones() -> set[str]:
+    return available_timezones()
+
+
+def resolve_local(naive: datetime, tz_name: str) -> datetime:
+    """Interpret a naive wall-clock time in ``tz_name`` and return an aware UTC instant.
+
+    A time inside a DST gap does not exist and raises ``SchedulingError`` naming the gap.
+    An ambiguous time (repeated hour) means its first occurrence (``fold=0``).
+    """
+    if naive.tzinfo is not None:
+        return naive.astimezone(UTC)
+    zone = get_zone(tz_name)
+    first = naive.replace(tzinfo=zone, fold=0)
+    # Round-trip through UTC: a non-existent local time does not come back unchanged.
+    back = first.astimezone(UTC).astimezone(zone)
+    if back.replace(tzinfo=None) != naive:
+        gap_start, gap_end = _gap_bounds(naive, zone)
+        raise SchedulingError(
+            f"{naive.isoformat()} does not exist in {tz_name}: clocks jump from "
+            f"{gap_start.strftime('%H:%M')} to {gap_end.strftime('%H:%M')} on "
+            f"{gap_start.date().isoformat()} (DST gap)",
+            field="scheduled_time",
+        )
+    return first.astimezone(UTC)
+
+
+def _gap_bounds(naive: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """Local wall-clock start and end of the DST gap that contains ``naive``."""
+    off_before = naive.replace(tzinfo=zone, fold=0).utcoffset() or timedelta(0)
+    off_after = naive.replace(tzinfo=zone, fold=1).utcoffset() or timedelta(0)
+    naive_utc = naive.replace(tzinfo=UTC)
+    lo, hi = naive_utc - off_after, naive_utc - off_before  # the transition lies between
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == off_before:
+            lo = mid
+        else:
+            hi = mid
+    transition = hi.replace(microsecond=0)
+    return (transition + off_before).replace(tzinfo=None), (transition + off_after).replace(
+        tzinfo=None
+    )
+
+
+def to_local(instant: datetime, tz_name: str) -> datetime:
+    return instant.astimezone(get_zone(tz_name))
+
+
+def parse_iso(value: str) -> datetime:
+    """Parse ISO 8601 (accepting a trailing ``Z``)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

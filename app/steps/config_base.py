@@ -1,0 +1,70 @@
+"""Base class of the step models generated from ``schemas/*.json``.
+
+datamodel-code-generator turns a top-level ``anyOf: [{required: [a]}, {required: [b]}]`` into
+one model per branch, which cannot take part in a discriminated union. The generator script
+therefore strips that rule before generating, and this base class restores it from the very
+same JSON file: it is enforced on validation and re-emitted in the JSON schema (so OpenAPI
+shows it). The JSON files stay the single source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+
+@cache
+def load_schemas() -> dict[str, dict[str, Any]]:
+    """Step type -> its JSON schema, read from the package's ``schemas`` folder."""
+    out: dict[str, dict[str, Any]] = {}
+    folder = resources.files("app.steps").joinpath("schemas")
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            schema = json.loads(entry.read_text(encoding="utf-8"))
+            out[schema["properties"]["type"]["const"]] = schema
+    return out
+
+
+def _any_of_for_title(title: str) -> list[list[str]]:
+    for schema in load_schemas().values():
+        if schema.get("title") == title:
+            return [list(branch.get("required", [])) for branch in schema.get("anyOf", [])]
+    return []
+
+
+class StepConfigBase(BaseModel):
+    """Common behaviour of generated step configuration models."""
+
+    __required_any_of__: ClassVar[list[list[str]]] = []
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__required_any_of__ = _any_of_for_title(cls.__name__)
+
+    @model_validator(mode="after")
+    def _check_required_any_of(self) -> Self:
+        rules = type(self).__required_any_of__
+        if rules and not any(
+            all(getattr(self, name, None) is not None for name in branch) for branch in rules
+        ):
+            options = " or ".join("+".join(branch) for branch in rules)
+            raise ValueError(f"one of {options} is required")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        rules = cls.__required_any_of__
+        if rules:
+            target = handler.resolve_ref_schema(schema)
+            target["anyOf"] = [{"required": list(branch)} for branch in rules]
+        return schema
