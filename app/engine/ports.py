@@ -1,0 +1,111 @@
+"""The storage port the engine needs. Adapters implement it structurally:
+``app.engine.memory_store.InMemoryExecutionStore`` here, ``app.persistence`` for databases.
+
+Write calls are short and independent (no transaction spans a step's I/O). All datetimes are
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from app.domain.enums import JobStatus
+from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+
+#: How an execution came to be.
+TRIGGER_NOW = "now"  # execute_job_now / execute endpoint
+TRIGGER_QUEUED = "queued"  # add_immediate_job: waits in its timezone queue
+TRIGGER_SCHEDULED = "scheduled"  # schedule_job: one-off at a set time
+TRIGGER_SCHEDULE = "schedule"  # fired by a recurring schedule_config
+
+
+@dataclass
+class ScheduledRun:
+    """A run waiting for its time (durable: it lives in the store, not only in memory)."""
+
+    execution_id: str
+    job: JobDefinition
+    scheduled_for: datetime
+    trigger: str = TRIGGER_SCHEDULED
+    attempt: int = 0
+    requested_by: str | None = None
+
+    @property
+    def timezone(self) -> str:
+        return self.job.timezone
+
+
+@dataclass
+class ExecutionQuery:
+    """Filters for listing executions, newest first; ``before`` is an opaque cursor."""
+
+    job_id: str | None = None
+    status: JobStatus | None = None
+    timezone: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutionPage:
+    items: list[JobExecutionResult]
+    next_cursor: str | None = None
+
+
+@runtime_checkable
+class ExecutionStore(Protocol):
+    """Durable record of executions and of scheduled work."""
+
+    async def open(self) -> None:
+        """Prepare the store (connect; migrations are run by the composition root)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    # -- execution history ---------------------------------------------------------------
+    async def record_pending(
+        self,
+        execution_id: str,
+        job: JobDefinition,
+        *,
+        trigger: str,
+        scheduled_for: datetime | None = None,
+        requested_by: str | None = None,
+    ) -> None:
+        """Create the execution row in PENDING state."""
+
+    async def record_job(self, result: JobExecutionResult) -> None:
+        """Write the job row's current state (RUNNING, RETRYING or terminal)."""
+
+    async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
+        """Write one step row (when it starts and again when it ends)."""
+
+    async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
+        """The execution with the steps of its latest attempt, or None."""
+
+    async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
+        """Executions matching ``query``, newest first."""
+
+    # -- scheduled work ------------------------------------------------------------------
+    async def add_scheduled_run(self, run: ScheduledRun) -> None:
+        """Persist a run waiting for its time (also records it PENDING in the history)."""
+
+    async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
+        """Unclaimed runs with ``scheduled_for <= until``, earliest first."""
+
+    async def claim_scheduled_run(self, execution_id: str, owner: str) -> bool:
+        """Atomically take a run for execution; False when gone or claimed by another."""
+
+    async def cancel_scheduled_run(self, execution_id: str) -> bool:
+        """Remove an unclaimed run (recorded CANCELLED); False when not pending."""
+
+    async def count_scheduled_runs(self) -> int:
+        """Number of runs still waiting."""
+
+    async def next_scheduled_time(self) -> datetime | None:
+        """``scheduled_for`` of the earliest unclaimed run."""
