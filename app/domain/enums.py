@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Job execution status states"""
 
     PENDING = "pending"
@@ -22,7 +22,7 @@ class JobStatus(str, Enum):
         return self in _TERMINAL_JOB
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Step execution status states"""
 
     PENDING = "pending"

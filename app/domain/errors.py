@@ -52,7 +52,7 @@ class ConfigurationError(ExecutionEngineError):
         super().__init__(message)
 
 
-class TimeoutError(ExecutionEngineError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(ExecutionEngineError, builtins.TimeoutError):
     """Execution timeout error (also a builtin ``TimeoutError``, so callers'
     ``except TimeoutError`` keeps working)."""
 

@@ -150,13 +150,9 @@ class JobDefinition:
         if not isinstance(data, dict):
             raise ConfigurationError([FieldError("", "a job definition must be a JSON object")])
         known = {f.name for f in fields(cls)}
-        errors = [
-            FieldError(key, "unknown field") for key in sorted(set(data) - known, key=str)
-        ]
+        errors = [FieldError(key, "unknown field") for key in sorted(set(data) - known, key=str)]
         errors.extend(
-            FieldError(key, "is required")
-            for key in ("job_id", "job_name")
-            if key not in data
+            FieldError(key, "is required") for key in ("job_id", "job_name") if key not in data
         )
         if errors:
             raise ConfigurationError(errors)

@@ -58,7 +58,9 @@ def validate_schedule_config(config: Any, prefix: str = "schedule_config") -> li
     return errors
 
 
-def _check_time(config: dict[str, Any], key: str, prefix: str, *, required: bool) -> list[FieldError]:
+def _check_time(
+    config: dict[str, Any], key: str, prefix: str, *, required: bool
+) -> list[FieldError]:
     value = config.get(key)
     if value is None:
         return [FieldError(f"{prefix}.{key}", "is required")] if required else []

@@ -74,17 +74,21 @@ class InMemoryExecutionStore:
         return result
 
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
-        rows = sorted(self._jobs.values(), key=lambda j: (self._created[j.execution_id],
-                                                          j.execution_id), reverse=True)
+        rows = sorted(
+            self._jobs.values(),
+            key=lambda j: (self._created[j.execution_id], j.execution_id),
+            reverse=True,
+        )
         out = [
-            r for r in rows
+            r
+            for r in rows
             if (query.job_id is None or r.job_id == query.job_id)
             and (query.status is None or r.status is query.status)
             and (query.timezone is None or r.timezone == query.timezone)
         ]
         if query.cursor is not None:
             ids = [r.execution_id for r in out]
-            out = out[ids.index(query.cursor) + 1:] if query.cursor in ids else []
+            out = out[ids.index(query.cursor) + 1 :] if query.cursor in ids else []
         page = out[: query.limit]
         more = len(out) > query.limit
         items = [r for r in [await self.get_execution(p.execution_id) for p in page] if r]
@@ -92,8 +96,11 @@ class InMemoryExecutionStore:
 
     async def add_scheduled_run(self, run: ScheduledRun) -> None:
         await self.record_pending(
-            run.execution_id, run.job, trigger=run.trigger,
-            scheduled_for=run.scheduled_for, requested_by=run.requested_by,
+            run.execution_id,
+            run.job,
+            trigger=run.trigger,
+            scheduled_for=run.scheduled_for,
+            requested_by=run.requested_by,
         )
         self._runs[run.execution_id] = copy.deepcopy(run)
         heapq.heappush(self._heap, (run.scheduled_for, run.execution_id))

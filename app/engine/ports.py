@@ -7,54 +7,30 @@ timezone-aware UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from app.domain.enums import JobStatus
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.records import (
+    TRIGGER_NOW,
+    TRIGGER_QUEUED,
+    TRIGGER_SCHEDULE,
+    TRIGGER_SCHEDULED,
+    ExecutionPage,
+    ExecutionQuery,
+    ScheduledRun,
+)
 
-#: How an execution came to be.
-TRIGGER_NOW = "now"  # execute_job_now / execute endpoint
-TRIGGER_QUEUED = "queued"  # add_immediate_job: waits in its timezone queue
-TRIGGER_SCHEDULED = "scheduled"  # schedule_job: one-off at a set time
-TRIGGER_SCHEDULE = "schedule"  # fired by a recurring schedule_config
-
-
-@dataclass
-class ScheduledRun:
-    """A run waiting for its time (durable: it lives in the store, not only in memory)."""
-
-    execution_id: str
-    job: JobDefinition
-    scheduled_for: datetime
-    trigger: str = TRIGGER_SCHEDULED
-    attempt: int = 0
-    requested_by: str | None = None
-
-    @property
-    def timezone(self) -> str:
-        return self.job.timezone
-
-
-@dataclass
-class ExecutionQuery:
-    """Filters for listing executions, newest first; ``before`` is an opaque cursor."""
-
-    job_id: str | None = None
-    status: JobStatus | None = None
-    timezone: str | None = None
-    started_after: datetime | None = None
-    started_before: datetime | None = None
-    limit: int = 50
-    cursor: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ExecutionPage:
-    items: list[JobExecutionResult]
-    next_cursor: str | None = None
+__all__ = [
+    "TRIGGER_NOW",
+    "TRIGGER_QUEUED",
+    "TRIGGER_SCHEDULE",
+    "TRIGGER_SCHEDULED",
+    "ExecutionPage",
+    "ExecutionQuery",
+    "ExecutionStore",
+    "ScheduledRun",
+]
 
 
 @runtime_checkable

@@ -24,8 +24,10 @@ def pydantic_field_errors(exc: ValidationError, prefix: str = "") -> list[FieldE
     for err in exc.errors(include_url=False, include_input=False):
         path = prefix
         for part in err["loc"]:
-            path = f"{path}[{part}]" if isinstance(part, int) else (
-                f"{path}.{part}" if path else str(part)
+            path = (
+                f"{path}[{part}]"
+                if isinstance(part, int)
+                else (f"{path}.{part}" if path else str(part))
             )
         message = err["msg"]
         if err["type"] == "value_error" and "error" in err.get("ctx", {}):

@@ -17,8 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.domain.errors import ConfigurationError, FieldError
 
 # Options a connection entry may carry besides its URL, passed to create_async_engine.
-_ENGINE_OPTIONS = {"pool_size", "max_overflow", "pool_recycle", "pool_pre_ping", "pool_timeout",
-                   "connect_args", "echo"}
+_ENGINE_OPTIONS = {
+    "pool_size",
+    "max_overflow",
+    "pool_recycle",
+    "pool_pre_ping",
+    "pool_timeout",
+    "connect_args",
+    "echo",
+}
 _OWN_OPTIONS = {"url", "read_only", "allowed_keys"}
 
 

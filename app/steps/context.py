@@ -157,7 +157,9 @@ def _step_into(value: Any, token: str | int, walked: str, path: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ParameterReferenceError(f"{path!r}: {walked} is not a list")
         if not -len(value) <= token < len(value):
-            raise ParameterReferenceError(f"{path!r}: {walked} has {len(value)} items, no [{token}]")
+            raise ParameterReferenceError(
+                f"{path!r}: {walked} has {len(value)} items, no [{token}]"
+            )
         return value[token]
     if not isinstance(value, dict):
         raise ParameterReferenceError(f"{path!r}: {walked} is not an object")

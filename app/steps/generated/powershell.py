@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from app.steps.config_base import StepConfigBase
-
-
-class ExecutionPolicy(StrEnum):
-    """
-    Value of pwsh -ExecutionPolicy.
-    """
-
-    AllSigned = "AllSigned"
-    Bypass = "Bypass"
-    Default = "Default"
-    RemoteSigned = "RemoteSigned"
-    Restricted = "Restricted"
-    Undefined = "Undefined"
-    Unrestricted = "Unrestricted"
 
 
 class PowerShellStepConfig(StepConfigBase):
@@ -86,7 +71,16 @@ class PowerShellStepConfig(StepConfigBase):
         ),
     ] = {}
     execution_policy: Annotated[
-        ExecutionPolicy, Field(description="Value of pwsh -ExecutionPolicy.")
+        Literal[
+            "AllSigned",
+            "Bypass",
+            "Default",
+            "RemoteSigned",
+            "Restricted",
+            "Undefined",
+            "Unrestricted",
+        ],
+        Field(description="Value of pwsh -ExecutionPolicy."),
     ] = "RemoteSigned"
     working_directory: Annotated[
         str | None,

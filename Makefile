@@ -1,0 +1,52 @@
+# Job Scheduler V2 — developer commands. Everything runs from the project's own .venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+
+.PHONY: install run test test-fast lint format generate openapi migrate bench bench-quick api-key clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python  ## install the service and its dev tools into .venv
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+run: install  ## serve on 127.0.0.1:8000 with the embedded SQLite default
+	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+
+test: install  ## the whole suite (needs PostgreSQL and MariaDB, see README)
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check app tests scripts
+	$(BIN)/ruff format --check app tests scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix app tests scripts
+	$(BIN)/ruff format app tests scripts
+
+generate: install  ## regenerate app/steps/generated from app/steps/schemas
+	$(BIN)/python scripts/generate_step_models.py
+
+openapi: install  ## write openapi/openapi.json from the app
+	$(BIN)/python scripts/export_openapi.py
+
+migrate: install  ## upgrade the database at V2_DATABASE_URL to the latest revision
+	$(BIN)/alembic upgrade head
+
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

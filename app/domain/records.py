@@ -1,0 +1,184 @@
+"""Records the execution store keeps, shared by the engine's port and every store adapter.
+
+``ScheduledRun``, ``ExecutionQuery`` and ``ExecutionPage`` travel between the engine and a
+store; the helpers below are the parts of the store contract that every backend applies
+the same way (cursor format, text sanitising, output cap), so the in-memory store and the
+database store give identical answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.domain.enums import JobStatus
+from app.domain.errors import ConfigurationError, FieldError, SchedulingError
+from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.timeutil import parse_iso
+
+#: How an execution came to be.
+TRIGGER_NOW = "now"  # execute_job_now / execute endpoint
+TRIGGER_QUEUED = "queued"  # add_immediate_job: waits in its timezone queue
+TRIGGER_SCHEDULED = "scheduled"  # schedule_job: one-off at a set time
+TRIGGER_SCHEDULE = "schedule"  # fired by a recurring schedule_config
+
+#: Output kept per step; longer output is cut and flagged (``output_truncated``).
+DEFAULT_MAX_OUTPUT_CHARS = 1_000_000
+
+#: Error recorded on a scheduled run cancelled before it started.
+CANCELLED_BEFORE_START = "cancelled before it started"
+
+
+@dataclass
+class ScheduledRun:
+    """A run waiting for its time (durable: it lives in the store, not only in memory).
+
+    ``attempt`` counts claims: a store increments it each time the run is claimed, so a
+    completion can be fenced on (execution_id, attempt, owner).
+    """
+
+    execution_id: str
+    job: JobDefinition
+    scheduled_for: datetime
+    trigger: str = TRIGGER_SCHEDULED
+    attempt: int = 0
+    requested_by: str | None = None
+
+    @property
+    def timezone(self) -> str:
+        return self.job.timezone
+
+
+@dataclass
+class ExecutionQuery:
+    """Filters for listing executions, newest first; ``cursor`` is an opaque page cursor.
+
+    ``started_after`` is inclusive and ``started_before`` exclusive; executions that have
+    not started (no ``start_time``) never match a time filter.
+    """
+
+    job_id: str | None = None
+    status: JobStatus | None = None
+    timezone: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutionPage:
+    items: list[JobExecutionResult]
+    next_cursor: str | None = None
+
+
+class DuplicateScheduledRunError(SchedulingError):
+    """A recurring schedule already fired (or will fire) ``job_id`` at ``scheduled_for``.
+
+    Raised by ``add_scheduled_run`` for ``trigger == TRIGGER_SCHEDULE`` runs; nothing is
+    written. Several replicas computing the same fire all try to add it; one wins.
+    """
+
+    def __init__(self, job_id: str, scheduled_for: datetime) -> None:
+        self.job_id = job_id
+        self.scheduled_for = scheduled_for
+        super().__init__(
+            f"job {job_id!r} already has a scheduled fire at {scheduled_for.isoformat()}",
+            field="scheduled_for",
+        )
+
+
+# -- listing cursor ---------------------------------------------------------------------------
+def encode_cursor(created_at: datetime, execution_id: str) -> str:
+    """Opaque keyset cursor: the (created_at, execution_id) of the last item of a page."""
+    raw = json.dumps([created_at.astimezone(UTC).isoformat(), execution_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; a cursor that was not made by it is a field error."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, execution_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        when = parse_iso(created)
+        if when.tzinfo is None or not isinstance(execution_id, str):
+            raise ValueError(cursor)
+        return when.astimezone(UTC), execution_id
+    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise ConfigurationError([FieldError("cursor", "is not a valid page cursor")]) from exc
+
+
+def check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ConfigurationError([FieldError("limit", "must be an integer >= 1")])
+
+
+# -- hostile text -----------------------------------------------------------------------------
+# NUL is rejected by PostgreSQL text; lone surrogates (undecodable process output kept with
+# ``surrogateescape``) cannot be encoded as UTF-8 at all. Both become U+FFFD.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def clean_text(value: str | None) -> tuple[str | None, bool]:
+    """``value`` with unstorable characters replaced by U+FFFD, and whether any were."""
+    if value is None:
+        return None, False
+    cleaned, count = _UNSTORABLE.subn(REPLACEMENT, value)
+    return cleaned, count > 0
+
+
+def pending_metadata(
+    trigger: str, scheduled_for: datetime | None, requested_by: str | None
+) -> dict[str, Any]:
+    """Metadata of an execution recorded PENDING (before the engine writes its own)."""
+    metadata: dict[str, Any] = {"trigger": trigger}
+    if scheduled_for is not None:
+        metadata["scheduled_for"] = scheduled_for.isoformat()
+    if requested_by is not None:
+        metadata["requested_by"] = requested_by
+    return metadata
+
+
+def storable_job(result: JobExecutionResult) -> JobExecutionResult:
+    """A copy of ``result`` (without steps) safe to store; replaced fields are listed in
+    ``metadata['sanitized_fields']``."""
+    job = copy.copy(result)
+    job.steps = []
+    job.metadata = copy.deepcopy(result.metadata)
+    changed: list[str] = []
+    for name in ("job_name", "timezone", "error_message"):
+        cleaned, dirty = clean_text(getattr(job, name))
+        if dirty:
+            setattr(job, name, cleaned)
+            changed.append(name)
+    if changed:
+        job.metadata["sanitized_fields"] = changed
+    return job
+
+
+def storable_step(step: StepExecutionResult, max_output_chars: int) -> StepExecutionResult:
+    """A copy of ``step`` safe to store: text sanitised (``sanitized_fields``) and output
+    capped at ``max_output_chars`` (``output_truncated``, ``output_original_chars``)."""
+    out = copy.copy(step)
+    out.metadata = copy.deepcopy(step.metadata)
+    changed: list[str] = []
+    for name in ("step_id", "step_name", "step_type", "output", "error_message"):
+        cleaned, dirty = clean_text(getattr(out, name))
+        if dirty:
+            setattr(out, name, cleaned)
+            changed.append(name)
+    if changed:
+        out.metadata["sanitized_fields"] = changed
+    if out.output is not None and len(out.output) > max_output_chars:
+        out.metadata["output_truncated"] = True
+        out.metadata["output_original_chars"] = len(out.output)
+        out.output = out.output[:max_output_chars]
+    return out

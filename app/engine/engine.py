@@ -1,0 +1,498 @@
+"""NewExecutionEngine: per-timezone queues, worker limit, scheduling, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.domain.enums import JobStatus
+from app.domain.errors import (
+    EngineNotRunningError,
+    ExecutionEngineError,
+    SchedulingError,
+)
+from app.domain.models import JobDefinition, JobExecutionResult
+from app.domain.timeutil import utc_now
+from app.engine.memory_store import InMemoryExecutionStore
+from app.engine.ports import TRIGGER_NOW, ExecutionStore, ScheduledRun
+from app.engine.queue import TimezoneJobQueue
+from app.engine.runner import Execution, JobRunner
+from app.engine.scheduler import Scheduler
+from app.steps.context import ExecutionContext
+from app.steps.resources import StepResources
+
+log = logging.getLogger("app.engine")
+
+
+class NewExecutionEngine:
+    """Modern async job execution engine with timezone support"""
+
+    def __init__(
+        self,
+        max_workers: int = 10,
+        default_timeout: int = 3600,
+        *,
+        queue_max_concurrent: int = 5,
+        store: ExecutionStore | None = None,
+        resources: StepResources | None = None,
+        enable_step_caching: bool = True,
+        schedule_grace_seconds: float = 5.0,
+        poll_interval_seconds: float = 1.0,
+        recent_limit: int = 1000,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """
+        Initialize execution engine
+
+        Args:
+            max_workers: Maximum concurrent job executions (hard limit over all queues)
+            default_timeout: Default job timeout in seconds
+            queue_max_concurrent: Maximum concurrent executions of each timezone queue
+            store: where executions and scheduled runs are recorded (default: in memory)
+            resources: connections, executables and output limits for steps
+            enable_step_caching: a retry reuses steps that succeeded in an earlier attempt
+            schedule_grace_seconds: how far in the past a scheduled time may be
+        """
+        if max_workers < 1 or queue_max_concurrent < 1 or default_timeout < 1:
+            raise ValueError("max_workers, queue_max_concurrent and default_timeout must be >= 1")
+        self.max_workers = max_workers
+        self.default_timeout = default_timeout
+        self.queue_max_concurrent = queue_max_concurrent
+        self.store: ExecutionStore = store or InMemoryExecutionStore()
+        self.resources = resources or StepResources()
+        self.enable_step_caching = enable_step_caching
+        self.schedule_grace = timedelta(seconds=schedule_grace_seconds)
+        self.owner = owner or f"engine-{uuid.uuid4().hex[:12]}"
+        self._clock = clock
+        self._runner = JobRunner(self.store, enable_step_caching=enable_step_caching, clock=clock)
+        self._scheduler = Scheduler(
+            self.store,
+            self._dispatch_scheduled,
+            owner=self.owner,
+            poll_interval_seconds=poll_interval_seconds,
+            clock=clock,
+        )
+        self._worker_slots = asyncio.Semaphore(max_workers)
+        self._queues: dict[str, TimezoneJobQueue] = {}
+        self._live: dict[str, Execution] = {}
+        self._running: dict[str, Execution] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._recent_limit = recent_limit
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._state = "stopped"
+        self._failure: str | None = None
+        self._started_at: datetime | None = None
+        self.peak_workers = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the execution engine and all timezone queues"""
+        if self._state == "running":
+            return
+        await self.store.open()
+        self._state = "running"
+        self._failure = None
+        self._started_at = self._clock()
+        for queue in self._queues.values():
+            await queue.start()
+        self._scheduler_task = asyncio.create_task(
+            self._scheduler.run_forever(), name="engine-scheduler"
+        )
+        self._scheduler_task.add_done_callback(self._scheduler_done)
+        log.info(
+            "engine %s started (max_workers=%d, queue_max_concurrent=%d)",
+            self.owner,
+            self.max_workers,
+            self.queue_max_concurrent,
+        )
+
+    async def stop(self, wait_for_jobs: bool = True, *, timeout: float | None = None) -> None:
+        """
+        Stop the execution engine
+
+        Args:
+            wait_for_jobs: Wait for running jobs to complete; when False they are cancelled
+                and recorded CANCELLED.
+            timeout: with ``wait_for_jobs``, seconds to wait before cancelling the rest.
+        """
+        if self._state == "stopped":
+            return
+        self._state = "stopping"
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+            await asyncio.gather(self._scheduler_task, return_exceptions=True)
+            self._scheduler_task = None
+        for queue in list(self._queues.values()):
+            await queue.stop_dispatching()
+        if wait_for_jobs and self._tasks:
+            _, still = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if still:
+                log.warning(
+                    "%d executions still running after %.1fs: cancelling them",
+                    len(still),
+                    timeout or 0.0,
+                )
+        await self._cancel_all("cancelled: the engine was stopped")
+        await self.resources.connections.dispose()
+        await self.store.close()
+        self._state = "stopped"
+        log.info("engine %s stopped", self.owner)
+
+    async def health_check(self) -> dict[str, Any]:
+        """Get engine health status"""
+        try:
+            pending = await self.store.count_scheduled_runs()
+            store_ok = True
+        except Exception:
+            log.exception("store health check failed")
+            pending, store_ok = -1, False
+        now = self._clock()
+        return {
+            "status": self._state if self._failure is None else "failed",
+            "healthy": self._state == "running" and self._failure is None and store_ok,
+            "failure": self._failure,
+            "store_reachable": store_ok,
+            "started_at": self._started_at.isoformat() if self._started_at else None,
+            "uptime_seconds": (now - self._started_at).total_seconds()
+            if self._started_at and self._state == "running"
+            else 0.0,
+            "max_workers": self.max_workers,
+            "active_workers": len(self._running),
+            "peak_workers": self.peak_workers,
+            "queued": sum(q.get_queue_depth() for q in self._queues.values()),
+            "scheduled_pending": pending,
+            "default_timeout": self.default_timeout,
+            "queue_max_concurrent": self.queue_max_concurrent,
+            "step_caching": self.enable_step_caching,
+            "timezones": sorted(self._queues),
+        }
+
+    @property
+    def is_running(self) -> bool:
+        return self._state == "running" and self._failure is None
+
+    def fail(self, reason: str) -> None:
+        """A background loop died: refuse new work and report unhealthy."""
+        log.critical("engine failure: %s", reason)
+        self._failure = reason
+
+    # -- job execution --------------------------------------------------------------------------
+    async def execute_job_now(self, job: JobDefinition) -> JobExecutionResult:
+        """
+        Execute job immediately, bypassing queue
+
+        It does not wait in its timezone queue's line (nor take one of its slots), but it
+        does take one of the engine's ``max_workers`` slots.
+
+        Returns:
+            Complete execution result
+
+        Raises:
+            ExecutionEngineError: If execution fails to start (ConfigurationError for an
+                invalid job, EngineNotRunningError when stopped)
+        """
+        execution = await self.submit_now(job)
+        return await asyncio.shield(execution.done)
+
+    async def submit_now(self, job: JobDefinition, *, requested_by: str | None = None) -> Execution:
+        """Start ``job`` now (as ``execute_job_now``) without waiting for it to end."""
+        self._require_running()
+        job.validate()
+        execution = await self.new_execution(job, TRIGGER_NOW, requested_by=requested_by)
+        queue = self._queue_for(job.timezone)
+        queue.track_immediate(execution.execution_id, True)
+
+        def release(done: Execution) -> None:
+            queue.track_immediate(done.execution_id, False)
+
+        self.launch(execution, on_done=release)
+        return execution
+
+    async def schedule_job(self, job: JobDefinition, scheduled_time: datetime) -> str:
+        """
+        Schedule job for future execution
+
+        Args:
+            job: Job definition to schedule
+            scheduled_time: When to execute. Aware: an instant. Naive: wall-clock time in the
+                job's timezone (a time in a DST gap is refused; an ambiguous time means its
+                first occurrence).
+
+        Returns:
+            Execution ID for tracking
+
+        Raises:
+            SchedulingError: If scheduling fails (past time, DST gap, disabled job)
+            ConfigurationError: If the job is invalid
+        """
+        self._require_running()
+        job.validate()
+        return await self._queue_for(job.timezone).schedule_job(job, scheduled_time)
+
+    async def schedule_instant(
+        self, job: JobDefinition, instant: datetime, *, requested_by: str | None = None
+    ) -> str:
+        self._require_running()
+        job.validate()
+        if not job.enabled:
+            raise SchedulingError(f"job {job.job_id!r} is disabled", field="job.enabled")
+        now = self._clock()
+        if instant < now - self.schedule_grace:
+            raise SchedulingError(
+                f"scheduled_time {instant.isoformat()} is in the past (now {now.isoformat()})",
+                field="scheduled_time",
+            )
+        execution_id = uuid.uuid4().hex
+        await self.store.add_scheduled_run(
+            ScheduledRun(
+                execution_id=execution_id, job=job, scheduled_for=instant, requested_by=requested_by
+            )
+        )
+        self._scheduler.notify()
+        return execution_id
+
+    async def cancel_job(self, execution_id: str) -> bool:
+        """
+        Cancel a scheduled or running job
+
+        A scheduled run is removed; a running one is stopped for real (query cancelled,
+        process group killed) and recorded CANCELLED before this returns.
+
+        Returns:
+            True if cancelled, False if not found/already completed
+        """
+        execution = self._live.get(execution_id)
+        if execution is not None:
+            if execution.result.status.is_terminal:
+                return False
+            execution.context.request_cancel()
+            if execution.task is None:
+                queue = self._queues.get(execution.job.timezone)
+                if queue is not None and queue.remove_waiting(execution_id):
+                    await self.finish_unstarted(execution, "cancelled before it started")
+                    return True
+                return False
+            execution.task.cancel()
+            await asyncio.shield(execution.done)
+            return True
+        return await self.store.cancel_scheduled_run(execution_id)
+
+    async def wait_for(self, execution_id: str) -> JobExecutionResult | None:
+        """Wait until a live execution ends; the stored result for others."""
+        execution = self._live.get(execution_id)
+        if execution is not None:
+            return await asyncio.shield(execution.done)
+        return await self.store.get_execution(execution_id)
+
+    # -- status and monitoring ------------------------------------------------------------------
+    def get_queue_status(self) -> dict[str, dict[str, Any]]:
+        """Status of all timezone queues: timezone -> queue status"""
+        return {tz: q.get_status() for tz, q in sorted(self._queues.items())}
+
+    def get_execution_status(self, execution_id: str) -> dict[str, Any] | None:
+        """Status of a live or recently finished execution, or None if not known here.
+
+        (``get_execution`` also looks in the store.)
+        """
+        execution = self._live.get(execution_id)
+        if execution is not None:
+            return execution.status_dict()
+        recent = self._recent.get(execution_id)
+        return dict(recent) if recent is not None else None
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """Status of any execution: live, recent, or recorded in the store."""
+        status = self.get_execution_status(execution_id)
+        if status is not None:
+            return status
+        stored = await self.store.get_execution(execution_id)
+        return stored.to_dict() if stored is not None else None
+
+    def get_active_executions(self) -> list[dict[str, Any]]:
+        """Get list of currently running executions"""
+        return [e.status_dict() for e in self._running.values()]
+
+    # -- used by queues -------------------------------------------------------------------------
+    def adopt_queue(self, queue: TimezoneJobQueue) -> None:
+        self._queues[queue.timezone] = queue
+
+    async def new_execution(
+        self,
+        job: JobDefinition,
+        trigger: str,
+        *,
+        execution_id: str | None = None,
+        scheduled_for: datetime | None = None,
+        requested_by: str | None = None,
+    ) -> Execution:
+        fresh = execution_id is None
+        execution_id = execution_id or uuid.uuid4().hex
+        result = JobExecutionResult(
+            execution_id=execution_id,
+            job_id=job.job_id,
+            job_name=job.job_name,
+            status=JobStatus.PENDING,
+            timezone=job.timezone,
+            metadata={"trigger": trigger},
+        )
+        if scheduled_for is not None:
+            result.metadata["scheduled_for"] = scheduled_for.isoformat()
+        if requested_by is not None:
+            result.metadata["requested_by"] = requested_by
+        execution = Execution(
+            execution_id=execution_id,
+            job=job,
+            trigger=trigger,
+            context=ExecutionContext(job, execution_id, resources=self.resources),
+            result=result,
+            done=asyncio.get_running_loop().create_future(),
+            scheduled_for=scheduled_for,
+            requested_by=requested_by,
+        )
+        if fresh:
+            await self.store.record_pending(
+                execution_id,
+                job,
+                trigger=trigger,
+                scheduled_for=scheduled_for,
+                requested_by=requested_by,
+            )
+        self._live[execution_id] = execution
+        return execution
+
+    def launch(
+        self, execution: Execution, on_done: Callable[[Execution], None] | None = None
+    ) -> None:
+        task = asyncio.create_task(
+            self._run_execution(execution, on_done), name=f"execution:{execution.execution_id}"
+        )
+        execution.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def finish_unstarted(self, execution: Execution, reason: str) -> None:
+        result = execution.result
+        result.status = JobStatus.CANCELLED
+        result.error_message = reason
+        result.end_time = self._clock()
+        await self.store.record_job(result)
+        self._complete(execution)
+
+    async def settle_queue(self, queue: TimezoneJobQueue, wait_for_jobs: bool) -> None:
+        tasks = [
+            e.task
+            for e in self._live.values()
+            if e.job.timezone == queue.timezone and e.task is not None
+        ]
+        if not wait_for_jobs:
+            for execution in list(self._live.values()):
+                if execution.job.timezone == queue.timezone and execution.task is not None:
+                    execution.context.request_cancel()
+                    execution.task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _require_running(self) -> None:
+        if self._failure is not None:
+            raise EngineNotRunningError(f"the engine has failed: {self._failure}")
+        if self._state != "running":
+            raise EngineNotRunningError(f"the engine is {self._state}; it accepts no new work")
+
+    def _queue_for(self, timezone: str) -> TimezoneJobQueue:
+        queue = self._queues.get(timezone)
+        if queue is None:
+            queue = TimezoneJobQueue(timezone, self.queue_max_concurrent, engine=self)
+            self._queues[timezone] = queue
+            if self._state == "running":
+                queue.start_dispatching()
+        return queue
+
+    async def _dispatch_scheduled(self, run: ScheduledRun) -> None:
+        execution = await self.new_execution(
+            run.job,
+            run.trigger,
+            execution_id=run.execution_id,
+            scheduled_for=run.scheduled_for,
+            requested_by=run.requested_by,
+        )
+        self._queue_for(run.job.timezone).enqueue(execution)
+
+    async def _run_execution(
+        self, execution: Execution, on_done: Callable[[Execution], None] | None
+    ) -> JobExecutionResult:
+        try:
+            try:
+                await self._worker_slots.acquire()
+            except asyncio.CancelledError:
+                if not execution.context.is_cancelled():
+                    raise
+                _uncancel()
+                await self.finish_unstarted(execution, "cancelled before it started")
+                return execution.result
+            try:
+                self._running[execution.execution_id] = execution
+                self.peak_workers = max(self.peak_workers, len(self._running))
+                return await self._runner.run(execution)
+            except asyncio.CancelledError:
+                if not execution.context.is_cancelled():
+                    raise
+                _uncancel()
+                if not execution.result.status.is_terminal:
+                    await self.finish_unstarted(execution, "cancelled on request")
+                return execution.result
+            finally:
+                self._running.pop(execution.execution_id, None)
+                self._worker_slots.release()
+        finally:
+            if on_done is not None:
+                on_done(execution)
+            self._complete(execution)
+
+    def _complete(self, execution: Execution) -> None:
+        if self._live.pop(execution.execution_id, None) is None:
+            return
+        queue = self._queues.get(execution.job.timezone)
+        if queue is not None:
+            queue.record_outcome(execution.result.status)
+        self._recent[execution.execution_id] = execution.status_dict()
+        while len(self._recent) > self._recent_limit:
+            self._recent.popitem(last=False)
+        if not execution.done.done():
+            execution.done.set_result(execution.result)
+
+    async def _cancel_all(self, reason: str) -> None:
+        for execution in list(self._live.values()):
+            execution.context.request_cancel()
+            if execution.task is not None:
+                execution.task.cancel()
+            else:
+                queue = self._queues.get(execution.job.timezone)
+                if queue is not None:
+                    queue.remove_waiting(execution.execution_id)
+                await self.finish_unstarted(execution, reason)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("scheduler loop died", exc_info=exc)
+            self.fail(f"scheduler loop died: {type(exc).__name__}: {exc}")
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+__all__ = ["ExecutionEngineError", "NewExecutionEngine"]

@@ -1,0 +1,301 @@
+"""JobRunner: runs one execution's attempts and steps, records progress in the store.
+
+Semantics (ARCHITECTURE.md, "Execution model"): steps run in order; a failed step stops the
+job (later steps SKIPPED, job FAILED) unless it has ``continue_on_failure`` (the job then ends
+PARTIAL_SUCCESS); the job's ``timeout_seconds`` ends an attempt TIMEOUT and stops the running
+step; ``max_retries`` re-runs a FAILED or TIMEOUT attempt after ``retry_delay_seconds`` (doubled
+each time with ``retry_exponential_backoff``), the job being RETRYING in between. With step
+caching on, a retry resumes at the step that failed: steps that succeeded in an earlier
+attempt of the same execution are not run again (their outputs are reused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.domain.enums import JobStatus, StepStatus
+from app.domain.errors import ConfigurationError, StepExecutionError
+from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.timeutil import utc_now
+from app.engine.ports import ExecutionStore
+from app.steps.base import ExecutionStep
+from app.steps.context import ExecutionContext
+from app.steps.factory import StepFactory
+
+log = logging.getLogger("app.engine.runner")
+
+MAX_RETRY_DELAY_SECONDS = 3600.0
+
+
+@dataclass
+class Execution:
+    """One execution the engine knows about while it is queued or running."""
+
+    execution_id: str
+    job: JobDefinition
+    trigger: str
+    context: ExecutionContext
+    result: JobExecutionResult
+    done: asyncio.Future[JobExecutionResult]
+    scheduled_for: datetime | None = None
+    requested_by: str | None = None
+    task: asyncio.Task[JobExecutionResult] | None = None
+    current_step: str | None = None
+    current_step_obj: ExecutionStep | None = field(default=None, repr=False)
+    recorded_skips: set[tuple[int, str]] = field(default_factory=set, repr=False)
+
+    def status_dict(self) -> dict[str, Any]:
+        data = self.result.to_dict()
+        data["trigger"] = self.trigger
+        data["current_step"] = self.current_step
+        data["scheduled_for"] = self.scheduled_for.isoformat() if self.scheduled_for else None
+        return data
+
+
+def retry_delay(job: JobDefinition, retry_number: int) -> float:
+    """Seconds to wait before retry ``retry_number`` (1-based)."""
+    delay = float(job.retry_delay_seconds)
+    if job.retry_exponential_backoff:
+        delay *= 2 ** (retry_number - 1)
+    return min(delay, MAX_RETRY_DELAY_SECONDS)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        *,
+        enable_step_caching: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.enable_step_caching = enable_step_caching
+        self.clock = clock
+
+    async def run(self, execution: Execution) -> JobExecutionResult:
+        """Run every attempt of ``execution``; never raises for job-level failures.
+
+        A cancel requested through the context ends the job CANCELLED and returns normally.
+        """
+        job, result, ctx = execution.job, execution.result, execution.context
+        result.start_time = self.clock()
+        cached: dict[str, StepExecutionResult] = {}
+        try:
+            for attempt in range(job.max_retries + 1):
+                ctx.attempt = attempt
+                result.retry_count = attempt
+                result.status = JobStatus.RUNNING
+                result.steps = []
+                result.error_message = None
+                await self.store.record_job(result)
+                await self._run_attempt(execution, attempt, cached)
+                if result.status not in (JobStatus.FAILED, JobStatus.TIMEOUT):
+                    break
+                if attempt == job.max_retries:
+                    break
+                delay = retry_delay(job, attempt + 1)
+                result.status = JobStatus.RETRYING
+                result.metadata["next_retry_delay_seconds"] = delay
+                await self.store.record_job(result)
+                log.info(
+                    "execution %s attempt %d %s; retrying in %.1fs",
+                    execution.execution_id,
+                    attempt,
+                    result.error_message,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if not ctx.is_cancelled():
+                await asyncio.shield(
+                    self._finish(
+                        execution, JobStatus.CANCELLED, "cancelled: the engine was shut down"
+                    )
+                )
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._close_open_steps(execution, StepStatus.CANCELLED, "cancelled on request")
+            await self._finish(execution, JobStatus.CANCELLED, "cancelled on request")
+            return result
+        await self._finish(execution, result.status, result.error_message)
+        return result
+
+    async def _finish(self, execution: Execution, status: JobStatus, error: str | None) -> None:
+        result = execution.result
+        result.status = status
+        result.error_message = error
+        result.end_time = self.clock()
+        if result.start_time is not None:
+            result.duration_seconds = (result.end_time - result.start_time).total_seconds()
+        result.metadata.pop("next_retry_delay_seconds", None)
+        result.metadata.update(execution.context.execution_metadata)
+        execution.current_step = None
+        await self.store.record_job(result)
+
+    async def _run_attempt(
+        self, execution: Execution, attempt: int, cached: dict[str, StepExecutionResult]
+    ) -> None:
+        job, result = execution.job, execution.result
+        pending = list(job.steps)
+        failed_soft = False
+        try:
+            async with asyncio.timeout(job.timeout_seconds):
+                while pending:
+                    config = pending.pop(0)
+                    step_result = await self._run_step(execution, config, attempt, cached)
+                    if step_result.success:
+                        continue
+                    if config.get("continue_on_failure", False):
+                        failed_soft = True
+                        continue
+                    result.status = JobStatus.FAILED
+                    result.error_message = (
+                        f"step {step_result.step_id!r} {step_result.status.value}: "
+                        f"{step_result.error_message or 'no error message'}"
+                    )
+                    break
+                else:
+                    result.status = JobStatus.PARTIAL_SUCCESS if failed_soft else JobStatus.SUCCESS
+        except TimeoutError:
+            # The job's own deadline: the running step was stopped by the cancellation.
+            result.status = JobStatus.TIMEOUT
+            result.error_message = f"job timed out after {job.timeout_seconds}s"
+            await self._close_open_steps(execution, StepStatus.TIMEOUT, result.error_message)
+        finally:
+            # Steps never reached are SKIPPED (also after a cancel; recorded by the caller then).
+            for config in pending:
+                result.add_step_result(_skipped(config, attempt))
+            execution.current_step = None
+        await self._record_skipped(execution)
+
+    async def _run_step(
+        self,
+        execution: Execution,
+        config: dict[str, Any],
+        attempt: int,
+        cached: dict[str, StepExecutionResult],
+    ) -> StepExecutionResult:
+        result = execution.result
+        step_id = str(config.get("step_id", ""))
+        previous = cached.get(step_id) if self.enable_step_caching else None
+        if previous is not None:
+            reused = dataclasses.replace(
+                previous, metadata={**previous.metadata, "cached": True, "attempt": attempt}
+            )
+            result.add_step_result(reused)
+            await self.store.record_step(execution.execution_id, reused, attempt)
+            return reused
+        running = StepExecutionResult(
+            step_id=step_id,
+            step_name=str(config.get("step_name") or step_id),
+            step_type=str(config.get("type", "")),
+            status=StepStatus.RUNNING,
+            start_time=self.clock(),
+            metadata={"attempt": attempt},
+        )
+        result.add_step_result(running)
+        execution.current_step = step_id
+        await self.store.record_step(execution.execution_id, running, attempt)
+        final = await self._execute_step(execution, config, running)
+        final.metadata.setdefault("attempt", attempt)
+        result.steps[result.steps.index(running)] = final
+        await self.store.record_step(execution.execution_id, final, attempt)
+        if final.success:
+            final.metadata.setdefault("cached_from_attempt", attempt)
+            cached[step_id] = final
+        return final
+
+    async def _execute_step(
+        self, execution: Execution, config: dict[str, Any], running: StepExecutionResult
+    ) -> StepExecutionResult:
+        """Run one step; step-level failures become a finished result, never an exception.
+
+        Job-level cancellation and the job timeout propagate (``running`` stays RUNNING and
+        the caller closes it).
+        """
+        try:
+            step = StepFactory.create_step(config, execution.context)
+        except (ConfigurationError, ValueError) as exc:
+            return _ended(running, StepStatus.FAILED, f"invalid step: {exc}", self.clock())
+        execution.current_step_obj = step
+        timeout = step.get_timeout()
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                outcome = await step.run()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return _ended(
+                running, StepStatus.TIMEOUT, f"step timed out after {timeout}s", self.clock()
+            )
+        except StepExecutionError as exc:
+            return _ended(running, StepStatus.FAILED, str(exc), self.clock())
+        except ConfigurationError as exc:
+            return _ended(running, StepStatus.FAILED, str(exc), self.clock())
+        except Exception as exc:  # a bug in a step must not take the engine down
+            log.exception("step %s of execution %s raised", running.step_id, execution.execution_id)
+            return _ended(
+                running,
+                StepStatus.FAILED,
+                f"internal error in step: {type(exc).__name__}: {exc}",
+                self.clock(),
+            )
+        finally:
+            execution.current_step_obj = None
+        # Normalise what the step returned onto the row we track.
+        outcome.step_id = running.step_id
+        outcome.step_name = running.step_name
+        outcome.step_type = running.step_type
+        outcome.start_time = running.start_time
+        if outcome.status in (StepStatus.RUNNING, StepStatus.PENDING):
+            outcome.status = StepStatus.SUCCESS
+        outcome.metadata = {**running.metadata, **outcome.metadata}
+        outcome.finish(outcome.status, outcome.end_time or self.clock())
+        return outcome
+
+    async def _close_open_steps(self, execution: Execution, status: StepStatus, why: str) -> None:
+        """End the step that was running when the job was stopped, and record the rest."""
+        now = self.clock()
+        attempt = execution.context.attempt
+        for step in execution.result.steps:
+            if step.status in (StepStatus.RUNNING, StepStatus.PENDING):
+                step.error_message = why
+                step.finish(status, now)
+                await self.store.record_step(execution.execution_id, step, attempt)
+        await self._record_skipped(execution)
+
+    async def _record_skipped(self, execution: Execution) -> None:
+        for step in execution.result.steps:
+            key = (execution.context.attempt, step.step_id)
+            if step.status is StepStatus.SKIPPED and key not in execution.recorded_skips:
+                execution.recorded_skips.add(key)
+                await self.store.record_step(
+                    execution.execution_id, step, execution.context.attempt
+                )
+
+
+def _ended(
+    step: StepExecutionResult, status: StepStatus, error: str, now: datetime
+) -> StepExecutionResult:
+    step.error_message = error
+    step.finish(status, now)
+    return step
+
+
+def _skipped(config: dict[str, Any], attempt: int) -> StepExecutionResult:
+    step_id = str(config.get("step_id", ""))
+    return StepExecutionResult(
+        step_id=step_id,
+        step_name=str(config.get("step_name") or step_id),
+        step_type=str(config.get("type", "")),
+        status=StepStatus.SKIPPED,
+        metadata={"attempt": attempt},
+    )

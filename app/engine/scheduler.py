@@ -1,0 +1,67 @@
+"""Scheduler: moves runs from the store's scheduled work to their timezone queue when due.
+
+Nothing about pending runs is kept in memory: the store is asked for the earliest due time
+and for due runs, so a million pending runs cost no RAM here. A run is claimed in the store
+before it is dispatched, so it fires once even with several replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from app.domain.timeutil import utc_now
+from app.engine.ports import ExecutionStore, ScheduledRun
+
+log = logging.getLogger("app.engine.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        dispatch: Callable[[ScheduledRun], Awaitable[None]],
+        *,
+        owner: str,
+        poll_interval_seconds: float = 1.0,
+        batch_size: int = 100,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._dispatch = dispatch
+        self._owner = owner
+        self._poll = poll_interval_seconds
+        self._batch = batch_size
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Something was scheduled: re-check the earliest due time now."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            dispatched = await self.run_due()
+            if dispatched >= self._batch:
+                continue  # more may be due right now
+            delay = self._poll
+            upcoming = await self._store.next_scheduled_time()
+            if upcoming is not None:
+                delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
+            self._wake.clear()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def run_due(self) -> int:
+        """Claim and dispatch every run due now; return how many were looked at."""
+        runs = await self._store.due_scheduled_runs(self._clock(), self._batch)
+        for run in runs:
+            if await self._store.claim_scheduled_run(run.execution_id, self._owner):
+                await self._dispatch(run)
+        return len(runs)
