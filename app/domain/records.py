@@ -147,12 +147,22 @@ def pending_metadata(
     return metadata
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` as aware UTC; a naive datetime is a bug and raises ``ValueError``."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use aware UTC")
+    return value.astimezone(UTC)
+
+
 def storable_job(result: JobExecutionResult) -> JobExecutionResult:
-    """A copy of ``result`` (without steps) safe to store; replaced fields are listed in
-    ``metadata['sanitized_fields']``."""
+    """A copy of ``result`` (without steps) safe to store: times in UTC, replaced text
+    fields listed in ``metadata['sanitized_fields']``."""
     job = copy.copy(result)
     job.steps = []
     job.metadata = copy.deepcopy(result.metadata)
+    job.start_time, job.end_time = as_utc(job.start_time), as_utc(job.end_time)
     changed: list[str] = []
     for name in ("job_name", "timezone", "error_message"):
         cleaned, dirty = clean_text(getattr(job, name))
@@ -165,10 +175,12 @@ def storable_job(result: JobExecutionResult) -> JobExecutionResult:
 
 
 def storable_step(step: StepExecutionResult, max_output_chars: int) -> StepExecutionResult:
-    """A copy of ``step`` safe to store: text sanitised (``sanitized_fields``) and output
-    capped at ``max_output_chars`` (``output_truncated``, ``output_original_chars``)."""
+    """A copy of ``step`` safe to store: times in UTC, text sanitised (``sanitized_fields``)
+    and output capped at ``max_output_chars`` (``output_truncated``,
+    ``output_original_chars``)."""
     out = copy.copy(step)
     out.metadata = copy.deepcopy(step.metadata)
+    out.start_time, out.end_time = as_utc(out.start_time), as_utc(out.end_time)
     changed: list[str] = []
     for name in ("step_id", "step_name", "step_type", "output", "error_message"):
         cleaned, dirty = clean_text(getattr(out, name))

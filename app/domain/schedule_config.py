@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from app.domain.errors import FieldError
 from app.domain.timeutil import parse_iso
@@ -40,6 +41,8 @@ def validate_schedule_config(config: Any, prefix: str = "schedule_config") -> li
             )
         elif not croniter.is_valid(expr):
             errors.append(FieldError(f"{prefix}.expression", f"invalid cron expression {expr!r}"))
+        elif not _ever_fires(expr):
+            errors.append(FieldError(f"{prefix}.expression", f"{expr!r} never matches a real date"))
     elif kind == "interval":
         every = config.get("every_seconds")
         if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
@@ -56,6 +59,14 @@ def validate_schedule_config(config: Any, prefix: str = "schedule_config") -> li
         except ValueError:
             pass
     return errors
+
+
+def _ever_fires(expr: str) -> bool:
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def _check_time(

@@ -55,7 +55,10 @@ def test_unknown_type_is_value_error() -> None:
         ({"step_id": "a", "type": "sql", "query": "", "connection_name": "db"}, "query"),
         ({"step_id": "a", "type": "sql", "query": "q", "connection_name": "db", "x": 1}, "x"),
         ({"step_id": "a", "type": "sql", "query": "q", "connection_name": 5}, "connection_name"),
-        ({"step_id": "a", "type": "sql", "query": "q", "connection_name": "d", "timeout": 0}, "timeout"),
+        (
+            {"step_id": "a", "type": "sql", "query": "q", "connection_name": "d", "timeout": 0},
+            "timeout",
+        ),
         ({"type": "shell", "script": "x"}, "step_id"),
         ({"step_id": "a b", "type": "shell", "script": "x"}, "step_id"),
         (
@@ -94,8 +97,9 @@ def test_generated_model_json_schema_carries_any_of() -> None:
 
     schema = PowerShellStepConfig.model_json_schema()
     assert schema["anyOf"] == [{"required": ["script"]}, {"required": ["script_path"]}]
-    model = PowerShellStepConfig.model_validate({"step_id": "a", "type": "powershell",
-                                                 "script": "x"})
+    model = PowerShellStepConfig.model_validate(
+        {"step_id": "a", "type": "powershell", "script": "x"}
+    )
     assert model.execution_policy == "RemoteSigned" and model.parameters == {}
     assert model.script_path is None
 
@@ -108,7 +112,7 @@ def test_generated_models_are_not_stale(tmp_path: Path) -> None:
     current = ROOT / "app/steps/generated"
     names = sorted(p.name for p in out.glob("*.py"))
     assert names == sorted(p.name for p in current.glob("*.py"))
-    match, mismatch, errors = filecmp.cmpfiles(out, current, names, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(out, current, names, shallow=False)
     assert not mismatch and not errors, (
         f"app/steps/generated is stale ({mismatch + errors}): run `make generate`"
     )
@@ -138,8 +142,12 @@ def test_register_step_type_at_runtime() -> None:
 
 
 def test_context_api() -> None:
-    job = JobDefinition(job_id="j", job_name="J", metadata={"team": "ops"},
-                        steps=[{"step_id": "x", "type": "shell"}])
+    job = JobDefinition(
+        job_id="j",
+        job_name="J",
+        metadata={"team": "ops"},
+        steps=[{"step_id": "x", "type": "shell"}],
+    )
     c = ExecutionContext(job, "e1")
     meta = c.get_job_metadata()
     meta["team"] = "changed"
@@ -156,7 +164,8 @@ def test_context_api() -> None:
     assert c.is_cancelled()
     resolved = c.resolve_parameters(
         {"a": {"$from": "steps.count.columns[0]"}, "b": [{"$from": "job.metadata"}], "c": 1},
-        step_id="s", step_type="sql",
+        step_id="s",
+        step_type="sql",
     )
     assert resolved == {"a": "n", "b": [{"team": "ops"}], "c": 1}
 
@@ -177,7 +186,9 @@ def test_context_api() -> None:
 def test_bad_references_fail_clearly(path: str, message: str) -> None:
     c = ctx()
     c.set_step_output("count", {"rows": [{"n": 3}, {"n": 4}], "columns": ["n"]})
-    with pytest.raises(ParameterReferenceError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(
+        ParameterReferenceError, match=message.replace("[", r"\[").replace("(", r"\(")
+    ):
         c.resolve_reference(path)
 
 
