@@ -1,27 +1,43 @@
 """InMemoryExecutionStore: the ExecutionStore port kept in process memory (tests, embedding).
 
 It forgets everything on restart; the service uses the database store from
-``app.persistence``.
+``app.persistence``. It follows the same contract as the database store (the contract
+suite in ``tests/integration/test_store_contract.py`` runs against both): text sanitised
+and output capped the same way, the same keyset cursor, the same unique recurring fire.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.domain.enums import JobStatus
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.records import (
+    CANCELLED_BEFORE_START,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    TRIGGER_SCHEDULE,
+    DuplicateScheduledRunError,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    pending_metadata,
+    storable_job,
+    storable_step,
+)
 from app.domain.timeutil import utc_now
 from app.engine.ports import ExecutionPage, ExecutionQuery, ScheduledRun
 
 
 class InMemoryExecutionStore:
-    def __init__(self) -> None:
+    def __init__(self, *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> None:
+        self.max_output_chars = max_output_chars
         self._jobs: dict[str, JobExecutionResult] = {}
         self._created: dict[str, datetime] = {}
         self._steps: dict[str, dict[tuple[int, str], StepExecutionResult]] = {}
         self._runs: dict[str, ScheduledRun] = {}
+        self._fires: set[tuple[str, datetime]] = set()
         self._heap: list[tuple[datetime, str]] = []
 
     async def open(self) -> None:
@@ -39,29 +55,31 @@ class InMemoryExecutionStore:
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
     ) -> None:
-        metadata: dict[str, object] = {"trigger": trigger}
-        if scheduled_for is not None:
-            metadata["scheduled_for"] = scheduled_for.isoformat()
-        if requested_by is not None:
-            metadata["requested_by"] = requested_by
-        self._jobs[execution_id] = JobExecutionResult(
-            execution_id=execution_id,
-            job_id=job.job_id,
-            job_name=job.job_name,
-            status=JobStatus.PENDING,
-            timezone=job.timezone,
-            metadata=metadata,
+        if execution_id in self._jobs:
+            return
+        self._jobs[execution_id] = storable_job(
+            JobExecutionResult(
+                execution_id=execution_id,
+                job_id=job.job_id,
+                job_name=job.job_name,
+                status=JobStatus.PENDING,
+                timezone=job.timezone,
+                metadata=pending_metadata(trigger, scheduled_for, requested_by),
+            )
         )
         self._created[execution_id] = utc_now()
 
     async def record_job(self, result: JobExecutionResult) -> None:
-        stored = copy.deepcopy(result)
-        stored.steps = []
-        self._jobs[result.execution_id] = stored
+        self._jobs[result.execution_id] = storable_job(result)
         self._created.setdefault(result.execution_id, utc_now())
+        if result.status is not JobStatus.PENDING and result.execution_id in self._runs:
+            # It started (or ended) some other way: its scheduled run must not fire.
+            del self._runs[result.execution_id]
+            self._drop_from_heap(result.execution_id)
 
     async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
-        self._steps.setdefault(execution_id, {})[(attempt, step.step_id)] = copy.deepcopy(step)
+        stored = storable_step(step, self.max_output_chars)
+        self._steps.setdefault(execution_id, {})[(attempt, stored.step_id)] = stored
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
         job = self._jobs.get(execution_id)
@@ -74,27 +92,35 @@ class InMemoryExecutionStore:
         return result
 
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
-        rows = sorted(
-            self._jobs.values(),
-            key=lambda j: (self._created[j.execution_id], j.execution_id),
-            reverse=True,
+        check_limit(query.limit)
+        after = decode_cursor(query.cursor) if query.cursor else None
+        keyed = sorted(
+            ((self._created[j.execution_id], j.execution_id), j) for j in self._jobs.values()
         )
+        keyed.reverse()
         out = [
-            r
-            for r in rows
+            (key, r)
+            for key, r in keyed
             if (query.job_id is None or r.job_id == query.job_id)
             and (query.status is None or r.status is query.status)
             and (query.timezone is None or r.timezone == query.timezone)
+            and _started_within(r.start_time, query.started_after, query.started_before)
+            and (after is None or key < after)
         ]
-        if query.cursor is not None:
-            ids = [r.execution_id for r in out]
-            out = out[ids.index(query.cursor) + 1 :] if query.cursor in ids else []
         page = out[: query.limit]
         more = len(out) > query.limit
-        items = [r for r in [await self.get_execution(p.execution_id) for p in page] if r]
-        return ExecutionPage(items, page[-1].execution_id if more and page else None)
+        items = [r for r in [await self.get_execution(p.execution_id) for _, p in page] if r]
+        cursor = encode_cursor(*page[-1][0]) if more and page else None
+        return ExecutionPage(items, cursor)
 
     async def add_scheduled_run(self, run: ScheduledRun) -> None:
+        stored = copy.deepcopy(run)
+        stored.scheduled_for = run.scheduled_for.astimezone(UTC)
+        fire = (run.job.job_id, stored.scheduled_for)
+        if run.trigger == TRIGGER_SCHEDULE:
+            if fire in self._fires:
+                raise DuplicateScheduledRunError(run.job.job_id, run.scheduled_for)
+            self._fires.add(fire)
         await self.record_pending(
             run.execution_id,
             run.job,
@@ -102,8 +128,8 @@ class InMemoryExecutionStore:
             scheduled_for=run.scheduled_for,
             requested_by=run.requested_by,
         )
-        self._runs[run.execution_id] = copy.deepcopy(run)
-        heapq.heappush(self._heap, (run.scheduled_for, run.execution_id))
+        self._runs[run.execution_id] = stored
+        heapq.heappush(self._heap, (stored.scheduled_for, run.execution_id))
 
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         out: list[ScheduledRun] = []
@@ -129,7 +155,7 @@ class InMemoryExecutionStore:
         if job is not None:
             job.status = JobStatus.CANCELLED
             job.end_time = utc_now()
-            job.error_message = "cancelled before it started"
+            job.error_message = CANCELLED_BEFORE_START
         return True
 
     async def count_scheduled_runs(self) -> int:
@@ -143,3 +169,13 @@ class InMemoryExecutionStore:
     def _drop_from_heap(self, execution_id: str) -> None:
         self._heap = [item for item in self._heap if item[1] != execution_id]
         heapq.heapify(self._heap)
+
+
+def _started_within(
+    start: datetime | None, after: datetime | None, before: datetime | None
+) -> bool:
+    if after is None and before is None:
+        return True
+    if start is None:
+        return False
+    return (after is None or start >= after) and (before is None or start < before)

@@ -1,0 +1,77 @@
+"""Creating the async engine: URL handling and the SQLite settings the store relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+#: Where the embedded database lives when V2_DATABASE_URL is not set.
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/jobscheduler.db"
+
+#: Database backends the store supports (the claim statements need UPDATE ... RETURNING).
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+
+#: Execution option that makes a SQLite transaction start with BEGIN IMMEDIATE.
+SQLITE_IMMEDIATE = "jsv2_sqlite_immediate"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def ensure_sqlite_directory(url: str | URL) -> None:
+    """Create the parent directory of a SQLite database file (e.g. ``./data``)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_engine(url: str, engine_options: dict[str, Any] | None = None) -> AsyncEngine:
+    """An AsyncEngine for ``url``; on SQLite with WAL, a busy timeout, foreign keys on and
+    transactions started by SQLAlchemy (``BEGIN``, or ``BEGIN IMMEDIATE`` for writers)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_DIALECTS:
+        raise ValueError(
+            f"unsupported database {backend!r} for the execution store; "
+            f"use one of {', '.join(SUPPORTED_DIALECTS)}"
+        )
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        ensure_sqlite_directory(parsed)
+        options = {}
+    options.update(engine_options or {})
+    engine = create_async_engine(parsed, **options)
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _on_begin) instead of the driver's legacy mode.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A writer takes the write lock up front, so it waits (busy_timeout) instead of
+        # failing with SQLITE_BUSY when it upgrades a read snapshot to a write.
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,160 @@
+"""SQLAlchemy 2.0 ORM models: the spec's V2 tables plus what durable scheduling needs.
+
+``job_executions_v2`` and ``step_executions_v2`` keep the spec's columns, types, indexes and
+foreign key; timestamps are timezone-aware UTC (``UTCDateTime``). Added columns are listed on
+each model. ``scheduled_runs_v2`` holds runs waiting for their time, claimable by several
+replicas (status, attempt, lease owner and expiry).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.persistence.types import UTCDateTime
+
+#: Stable constraint and index names on every backend (and in migrations).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Values of ``ScheduledRunV2.status``.
+RUN_PENDING = "pending"  # waiting for its time, claimable
+RUN_CLAIMED = "claimed"  # taken by ``lease_owner`` until ``lease_expires_at``
+RUN_DONE = "done"  # its execution finished (or was settled at recovery)
+RUN_CANCELLED = "cancelled"  # cancelled before it started
+RUN_STATUSES = (RUN_PENDING, RUN_CLAIMED, RUN_DONE, RUN_CANCELLED)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class JobExecutionV2(Base):
+    """Job execution record for V2 system.
+
+    Beyond the spec: ``trigger`` (how it came to be), ``scheduled_for``, ``requested_by``,
+    ``job_definition_json`` (``JobDefinition.to_dict()``, to run or retry it later),
+    ``attempt`` (claim attempt of its scheduled run), ``owner`` (the process running it) and
+    ``updated_at``.
+    """
+
+    __tablename__ = "job_executions_v2"
+
+    execution_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(100), index=True)
+    job_name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(50), index=True)
+    timezone: Mapped[str] = mapped_column(String(50))
+    start_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+    duration_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utc_now)
+    # -- added for durability -------------------------------------------------------------
+    trigger: Mapped[str] = mapped_column(String(20), default="now", server_default="now")
+    scheduled_for: Mapped[datetime | None] = mapped_column(index=True)
+    job_definition_json: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    owner: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(default=_utc_now, onupdate=_utc_now)
+
+    __table_args__ = (
+        # Listing is newest first with a (created_at, execution_id) keyset cursor.
+        Index("ix_job_executions_v2_created_at_execution_id", "created_at", "execution_id"),
+        Index("ix_job_executions_v2_job_id_created_at", "job_id", "created_at"),
+    )
+
+
+class StepExecutionV2(Base):
+    """Step execution record for V2 system.
+
+    Beyond the spec: ``attempt`` (the job attempt the step ran in; one row per
+    (execution_id, attempt, step_id)), ``start_order`` (order of first record within the
+    attempt) and ``updated_at``.
+    """
+
+    __tablename__ = "step_executions_v2"
+
+    step_execution_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(
+        String(100), ForeignKey("job_executions_v2.execution_id", ondelete="CASCADE")
+    )
+    step_id: Mapped[str] = mapped_column(String(100))
+    step_name: Mapped[str] = mapped_column(String(255))
+    step_type: Mapped[str] = mapped_column(String(50), index=True)
+    status: Mapped[str] = mapped_column(String(50), index=True)
+    start_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+    duration_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    output_text: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utc_now)
+    # -- added for retries ----------------------------------------------------------------
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    start_order: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=_utc_now, onupdate=_utc_now)
+
+    __table_args__ = (UniqueConstraint("execution_id", "attempt", "step_id"),)
+
+
+class ScheduledRunV2(Base):
+    """A run waiting for its time; the history row (same ``execution_id``) is PENDING.
+
+    ``schedule_key`` equals ``scheduled_for`` only for runs fired by a recurring schedule
+    (trigger ``schedule``) and is NULL otherwise, so the plain unique key on
+    (job_id, schedule_key) makes a recurring fire happen once on every backend while one-off
+    runs of the same job at the same time stay allowed (NULLs never collide).
+    """
+
+    __tablename__ = "scheduled_runs_v2"
+
+    execution_id: Mapped[str] = mapped_column(
+        String(100),
+        ForeignKey("job_executions_v2.execution_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    job_id: Mapped[str] = mapped_column(String(100))
+    job_definition_json: Mapped[str] = mapped_column(Text)
+    scheduled_for: Mapped[datetime] = mapped_column(index=True)
+    schedule_key: Mapped[datetime | None]
+    timezone: Mapped[str] = mapped_column(String(50))
+    trigger: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default=RUN_PENDING)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "schedule_key"),
+        CheckConstraint("status IN ('pending', 'claimed', 'done', 'cancelled')", name="status"),
+        # Due runs: WHERE status = 'pending' AND scheduled_for <= :until ORDER BY scheduled_for
+        Index("ix_scheduled_runs_v2_status_scheduled_for", "status", "scheduled_for"),
+    )

@@ -1,0 +1,443 @@
+"""Repositories: every query of the execution store. They never commit; the store opens one
+short transaction per call and hands its session to them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Interval, and_, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.enums import JobStatus, StepStatus
+from app.domain.timeutil import utc_now
+from app.persistence.models import (
+    RUN_CLAIMED,
+    RUN_DONE,
+    RUN_PENDING,
+    JobExecutionV2,
+    ScheduledRunV2,
+    StepExecutionV2,
+)
+
+# Namespace of step_execution_id = uuid5(namespace, "execution_id/attempt/step_id").
+_STEP_NAMESPACE = uuid.UUID("1f0e4a36-5b0c-4f7e-9a59-7d1b2f0c9e11")
+
+TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_terminal)
+IN_FLIGHT_STATUSES = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
+
+
+def step_execution_id(execution_id: str, attempt: int, step_id: str) -> str:
+    return str(uuid.uuid5(_STEP_NAMESPACE, f"{execution_id}/{attempt}/{step_id}"))
+
+
+class _Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.on_postgresql = session.get_bind().dialect.name == "postgresql"
+
+    def upsert_statement(self, entity: Any) -> postgresql.Insert | sqlite.Insert:
+        """The dialect's INSERT, which has ``on_conflict_do_update/do_nothing`` on both."""
+        if self.on_postgresql:
+            return postgresql.insert(entity)
+        return sqlite.insert(entity)
+
+    def db_now(self) -> ColumnElement[datetime]:
+        """The database's clock on PostgreSQL (one clock for every replica); the process
+        clock on SQLite, whose file has a single host anyway."""
+        if self.on_postgresql:
+            return func.now()
+        return literal(utc_now(), JobExecutionV2.created_at.type)
+
+    def db_now_plus(self, seconds: float) -> ColumnElement[datetime]:
+        if self.on_postgresql:
+            return func.now() + literal(timedelta(seconds=seconds), Interval())
+        return literal(utc_now() + timedelta(seconds=seconds), JobExecutionV2.created_at.type)
+
+
+class ExecutionRepository(_Repository):
+    """Job and step rows (the execution history)."""
+
+    async def insert_pending(self, values: dict[str, Any]) -> bool:
+        """Insert a PENDING job row; False (and nothing changed) when the id exists."""
+        stmt = (
+            self.upsert_statement(JobExecutionV2)
+            .values(status=JobStatus.PENDING.value, **values)
+            .on_conflict_do_nothing(index_elements=[JobExecutionV2.execution_id])
+            .returning(JobExecutionV2.execution_id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def upsert_job(self, values: dict[str, Any], owner: str | None) -> None:
+        """Insert or update the job row's state; how it was created (trigger, definition,
+        created_at ...) is kept from the first write."""
+        now = utc_now()
+        stmt = self.upsert_statement(JobExecutionV2).values(
+            **values, owner=owner, created_at=now, updated_at=now
+        )
+        changing = [k for k in values if k not in ("execution_id", "job_id", "timezone")]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[JobExecutionV2.execution_id],
+            set_={**{k: stmt.excluded[k] for k in changing}, "owner": owner, "updated_at": now},
+        )
+        await self.session.execute(stmt)
+
+    async def upsert_step(self, execution_id: str, attempt: int, values: dict[str, Any]) -> None:
+        """Insert or update the step row keyed by (execution_id, attempt, step_id). A new row
+        gets the next ``start_order`` of its attempt."""
+        now = utc_now()
+        step = StepExecutionV2
+        next_order = (
+            select(func.coalesce(func.max(step.start_order) + 1, 0))
+            .where(step.execution_id == execution_id, step.attempt == attempt)
+            .scalar_subquery()
+        )
+        stmt = self.upsert_statement(step).values(
+            **values,
+            step_execution_id=step_execution_id(execution_id, attempt, values["step_id"]),
+            execution_id=execution_id,
+            attempt=attempt,
+            start_order=next_order,
+            created_at=now,
+            updated_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[step.execution_id, step.attempt, step.step_id],
+            set_={
+                **{k: stmt.excluded[k] for k in values if k != "step_id"},
+                "updated_at": now,
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def get(self, execution_id: str) -> JobExecutionV2 | None:
+        return await self.session.get(JobExecutionV2, execution_id)
+
+    async def latest_steps(self, execution_ids: Sequence[str]) -> dict[str, list[StepExecutionV2]]:
+        """Steps of each execution's latest attempt, in start order."""
+        out: dict[str, list[StepExecutionV2]] = {eid: [] for eid in execution_ids}
+        if not execution_ids:
+            return out
+        step = StepExecutionV2
+        latest = (
+            select(step.execution_id, func.max(step.attempt).label("attempt"))
+            .where(step.execution_id.in_(execution_ids))
+            .group_by(step.execution_id)
+            .subquery()
+        )
+        stmt = (
+            select(step)
+            .join(
+                latest,
+                and_(step.execution_id == latest.c.execution_id, step.attempt == latest.c.attempt),
+            )
+            .order_by(step.execution_id, step.start_order, step.created_at, step.step_id)
+        )
+        for row in await self.session.scalars(stmt):
+            out[row.execution_id].append(row)
+        return out
+
+    async def page(
+        self,
+        *,
+        job_id: str | None,
+        status: str | None,
+        timezone: str | None,
+        started_after: datetime | None,
+        started_before: datetime | None,
+        after_key: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[JobExecutionV2]:
+        """Up to ``limit`` rows, newest first (created_at, execution_id), after ``after_key``."""
+        job = JobExecutionV2
+        stmt = select(job)
+        if job_id is not None:
+            stmt = stmt.where(job.job_id == job_id)
+        if status is not None:
+            stmt = stmt.where(job.status == status)
+        if timezone is not None:
+            stmt = stmt.where(job.timezone == timezone)
+        if started_after is not None:
+            stmt = stmt.where(job.start_time >= started_after)
+        if started_before is not None:
+            stmt = stmt.where(job.start_time < started_before)
+        if after_key is not None:
+            created_at, execution_id = after_key
+            stmt = stmt.where(
+                or_(
+                    job.created_at < created_at,
+                    and_(job.created_at == created_at, job.execution_id < execution_id),
+                )
+            )
+        stmt = stmt.order_by(job.created_at.desc(), job.execution_id.desc()).limit(limit)
+        return list(await self.session.scalars(stmt))
+
+    async def settle(
+        self,
+        execution_id: str,
+        status: JobStatus,
+        reason: str,
+        *,
+        from_statuses: Sequence[str],
+        owner: str | None = None,
+    ) -> JobExecutionV2 | None:
+        """Move a job row in one of ``from_statuses`` (and owned by ``owner`` if given) to
+        ``status`` with ``reason``; its RUNNING/PENDING steps become FAILED. The updated row,
+        or None when it did not qualify."""
+        job = JobExecutionV2
+        now = utc_now()
+        conditions = [job.execution_id == execution_id, job.status.in_(from_statuses)]
+        if owner is not None:
+            conditions.append(job.owner == owner)
+        row = (await self.session.scalars(select(job).where(*conditions).with_for_update())).first()
+        if row is None:
+            return None
+        row.status = status.value
+        row.error_message = reason
+        row.end_time = now
+        row.updated_at = now
+        if row.start_time is not None:
+            row.duration_seconds = max(0.0, (now - row.start_time).total_seconds())
+        step = StepExecutionV2
+        await self.session.execute(
+            update(step)
+            .where(
+                step.execution_id == execution_id,
+                step.status.in_((StepStatus.RUNNING.value, StepStatus.PENDING.value)),
+            )
+            .values(
+                status=StepStatus.FAILED.value, error_message=reason, end_time=now, updated_at=now
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.flush()
+        return row
+
+    async def in_flight(self, *, owner: str | None, include_queued: bool) -> list[JobExecutionV2]:
+        """RUNNING/RETRYING rows (of ``owner`` if given); with ``include_queued`` also
+        PENDING rows that are not waiting as a scheduled run (they waited in a memory
+        queue)."""
+        job = JobExecutionV2
+        condition: ColumnElement[bool] = job.status.in_(IN_FLIGHT_STATUSES)
+        if include_queued:
+            waiting = select(ScheduledRunV2.execution_id).where(
+                ScheduledRunV2.execution_id == job.execution_id,
+                ScheduledRunV2.status.in_((RUN_PENDING, RUN_CLAIMED)),
+            )
+            condition = or_(
+                condition,
+                and_(job.status == JobStatus.PENDING.value, ~waiting.exists()),
+            )
+        stmt = select(job).where(condition)
+        if owner is not None:
+            stmt = stmt.where(job.owner == owner)
+        stmt = stmt.order_by(job.created_at, job.execution_id)
+        return list(await self.session.scalars(stmt))
+
+    async def finished_before(self, older_than: datetime, limit: int) -> list[str]:
+        job = JobExecutionV2
+        stmt = (
+            select(job.execution_id)
+            .where(
+                job.status.in_(TERMINAL_STATUSES),
+                or_(
+                    job.end_time < older_than,
+                    and_(job.end_time.is_(None), job.created_at < older_than),
+                ),
+            )
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def delete(self, execution_ids: Sequence[str]) -> int:
+        """Delete executions with their steps and scheduled runs."""
+        if not execution_ids:
+            return 0
+        for entity in (StepExecutionV2, ScheduledRunV2):
+            await self.session.execute(
+                delete(entity)
+                .where(entity.execution_id.in_(execution_ids))
+                .execution_options(synchronize_session=False)
+            )
+        result = await self.session.execute(
+            delete(JobExecutionV2)
+            .where(JobExecutionV2.execution_id.in_(execution_ids))
+            .returning(JobExecutionV2.execution_id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(result.all())
+
+    async def definition_json(self, execution_id: str) -> str | None:
+        return await self.session.scalar(
+            select(JobExecutionV2.job_definition_json).where(
+                JobExecutionV2.execution_id == execution_id
+            )
+        )
+
+
+class ScheduledRunRepository(_Repository):
+    """Rows of ``scheduled_runs_v2``: waiting, claimed, done or cancelled runs."""
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        self.session.add(ScheduledRunV2(status=RUN_PENDING, **values))
+        await self.session.flush()
+
+    async def fire_exists(self, job_id: str, schedule_key: datetime) -> bool:
+        run = ScheduledRunV2
+        stmt = select(run.execution_id).where(
+            run.job_id == job_id, run.schedule_key == schedule_key
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def due(self, until: datetime, limit: int) -> list[ScheduledRunV2]:
+        run = ScheduledRunV2
+        stmt = (
+            select(run)
+            .where(run.status == RUN_PENDING, run.scheduled_for <= until)
+            .order_by(run.scheduled_for, run.execution_id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        *,
+        execution_id: str | None = None,
+        until: datetime | None = None,
+        limit: int = 1,
+    ) -> list[ScheduledRunV2]:
+        """Atomically move pending runs to claimed by ``owner`` (attempt + 1, lease from the
+        database clock). Either the one ``execution_id`` or up to ``limit`` runs due by
+        ``until``, earliest first; on PostgreSQL rows locked by another claimer are skipped,
+        so concurrent claimers never get the same run."""
+        run = ScheduledRunV2
+        if execution_id is not None:
+            target: ColumnElement[bool] = and_(
+                run.execution_id == execution_id, run.status == RUN_PENDING
+            )
+        else:
+            assert until is not None
+            pick = (
+                select(run.execution_id)
+                .where(run.status == RUN_PENDING, run.scheduled_for <= until)
+                .order_by(run.scheduled_for, run.execution_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            # Re-check status: a row picked in the subquery may have been claimed by a
+            # concurrent statement that committed between the pick and the update.
+            target = and_(run.execution_id.in_(pick.scalar_subquery()), run.status == RUN_PENDING)
+        stmt = (
+            update(run)
+            .where(target)
+            .values(
+                status=RUN_CLAIMED,
+                attempt=run.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=self.db_now_plus(lease_seconds),
+            )
+            .returning(run)
+            .execution_options(synchronize_session=False)
+        )
+        claimed = list((await self.session.scalars(stmt)).all())
+        if claimed:
+            job = JobExecutionV2
+            await self.session.execute(
+                update(job)
+                .where(job.execution_id.in_([r.execution_id for r in claimed]))
+                .values(
+                    owner=owner,
+                    attempt=select(run.attempt)
+                    .where(run.execution_id == job.execution_id)
+                    .scalar_subquery(),
+                    updated_at=utc_now(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        claimed.sort(key=lambda r: (r.scheduled_for, r.execution_id))
+        return claimed
+
+    async def set_status(
+        self,
+        execution_id: str,
+        status: str,
+        *,
+        from_statuses: Sequence[str],
+        owner: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        run = ScheduledRunV2
+        conditions = [run.execution_id == execution_id, run.status.in_(from_statuses)]
+        if owner is not None:
+            conditions.append(run.lease_owner == owner)
+        if attempt is not None:
+            conditions.append(run.attempt == attempt)
+        stmt = (
+            update(run)
+            .where(*conditions)
+            .values(status=status)
+            .returning(run.execution_id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def mark_started(self, execution_id: str) -> None:
+        """The execution left PENDING: its run (if any) must never fire again."""
+        await self.set_status(execution_id, RUN_DONE, from_statuses=(RUN_PENDING, RUN_CLAIMED))
+
+    async def renew(self, execution_id: str, owner: str, attempt: int, seconds: float) -> bool:
+        run = ScheduledRunV2
+        stmt = (
+            update(run)
+            .where(
+                run.execution_id == execution_id,
+                run.status == RUN_CLAIMED,
+                run.lease_owner == owner,
+                run.attempt == attempt,
+            )
+            .values(lease_expires_at=self.db_now_plus(seconds))
+            .returning(run.execution_id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def requeue_claimed(self, *, owner: str | None, expired_only: bool) -> int:
+        """Claimed runs whose execution never started go back to pending."""
+        run, job = ScheduledRunV2, JobExecutionV2
+        not_started = (
+            select(job.execution_id)
+            .where(job.execution_id == run.execution_id, job.status == JobStatus.PENDING.value)
+            .exists()
+        )
+        conditions: list[ColumnElement[bool]] = [run.status == RUN_CLAIMED, not_started]
+        if owner is not None:
+            conditions.append(run.lease_owner == owner)
+        if expired_only:
+            conditions.append(run.lease_expires_at < self.db_now())
+        stmt = (
+            update(run)
+            .where(*conditions)
+            .values(status=RUN_PENDING, lease_owner=None, lease_expires_at=None)
+            .returning(run.execution_id)
+            .execution_options(synchronize_session=False)
+        )
+        return len((await self.session.execute(stmt)).all())
+
+    async def count_pending(self) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(ScheduledRunV2)
+            .where(ScheduledRunV2.status == RUN_PENDING)
+        )
+        return int(await self.session.scalar(stmt) or 0)
+
+    async def next_time(self) -> datetime | None:
+        stmt = select(func.min(ScheduledRunV2.scheduled_for)).where(
+            ScheduledRunV2.status == RUN_PENDING
+        )
+        return await self.session.scalar(stmt)

@@ -1,0 +1,433 @@
+"""SqlExecutionStore: the engine's ExecutionStore port on SQLite or PostgreSQL.
+
+It implements ``app.engine.ports.ExecutionStore`` structurally (persistence does not import
+the engine). Every call is one short transaction; nothing is held across a step's I/O.
+Migrations are applied by the composition root (``app.persistence.migrate``), not here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.domain.enums import JobStatus
+from app.domain.errors import ExecutionEngineError
+from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.records import (
+    CANCELLED_BEFORE_START,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    TRIGGER_SCHEDULE,
+    DuplicateScheduledRunError,
+    ExecutionPage,
+    ExecutionQuery,
+    ScheduledRun,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    pending_metadata,
+    storable_job,
+    storable_step,
+)
+from app.persistence.convert import (
+    dump_json,
+    fit,
+    fit_text,
+    job_from_row,
+    job_values,
+    load_json_object,
+    run_from_row,
+    step_values,
+)
+from app.persistence.database import SQLITE_IMMEDIATE, create_engine
+from app.persistence.models import (
+    RUN_CANCELLED,
+    RUN_CLAIMED,
+    RUN_DONE,
+    RUN_PENDING,
+    JobExecutionV2,
+)
+from app.persistence.repositories import ExecutionRepository, ScheduledRunRepository
+
+
+def default_owner() -> str:
+    """A name for this process, unique across restarts: host:pid:random."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class StoreNotOpenError(ExecutionEngineError):
+    def __init__(self) -> None:
+        super().__init__("the execution store is not open (call open() first)")
+
+
+class SchemaMissingError(ExecutionEngineError):
+    """The database answers but has no execution tables: it was never migrated."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(
+            f"database {url!r} has no execution store tables; run `make migrate` "
+            "(alembic upgrade head) or start the service with V2_AUTO_MIGRATE on"
+        )
+
+
+class SqlExecutionStore:
+    """Durable record of executions and scheduled work in a SQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = 300,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.owner = owner or default_owner()
+        self.lease_seconds = lease_seconds
+        self.max_output_chars = max_output_chars
+        self._engine_options = dict(engine_options or {})
+        self._engine: AsyncEngine | None = None
+        self._readers: async_sessionmaker[AsyncSession] | None = None
+        self._writers: async_sessionmaker[AsyncSession] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the engine and check the database answers and has been migrated."""
+        if self._engine is not None:
+            return
+        engine = create_engine(self.url, self._engine_options)
+        try:
+            async with engine.connect() as conn:
+                has_tables = await conn.run_sync(
+                    lambda sync_conn: inspect(sync_conn).has_table(JobExecutionV2.__tablename__)
+                )
+            if not has_tables:
+                raise SchemaMissingError(engine.url.render_as_string(hide_password=True))
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+        self._readers = async_sessionmaker(engine, expire_on_commit=False)
+        self._writers = async_sessionmaker(
+            engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    async def __aenter__(self) -> SqlExecutionStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Dispose of the engine (its connections); the store can be opened again."""
+        engine, self._engine = self._engine, None
+        self._readers = self._writers = None
+        if engine is not None:
+            await engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreNotOpenError()
+        return self._engine
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        if self._readers is None:
+            raise StoreNotOpenError()
+        async with self._readers.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        if self._writers is None:
+            raise StoreNotOpenError()
+        async with self._writers.begin() as session:
+            yield session
+
+    # -- execution history ----------------------------------------------------------------
+    async def record_pending(
+        self,
+        execution_id: str,
+        job: JobDefinition,
+        *,
+        trigger: str,
+        scheduled_for: datetime | None = None,
+        requested_by: str | None = None,
+    ) -> None:
+        """Create the execution row in PENDING state (no change if it already exists)."""
+        async with self._write() as session:
+            await ExecutionRepository(session).insert_pending(
+                self._pending_values(execution_id, job, trigger, scheduled_for, requested_by)
+            )
+
+    async def record_job(self, result: JobExecutionResult) -> None:
+        """Write the job row's current state (RUNNING, RETRYING or terminal); creates the row
+        if ``record_pending`` was never called. Once it leaves PENDING its scheduled run, if
+        any, is done and never fires again."""
+        job = storable_job(result)
+        async with self._write() as session:
+            await ExecutionRepository(session).upsert_job(job_values(job), self.owner)
+            if job.status is not JobStatus.PENDING:
+                await ScheduledRunRepository(session).mark_started(job.execution_id)
+
+    async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
+        """Write one step row keyed by (execution_id, attempt, step_id)."""
+        values = step_values(storable_step(step, self.max_output_chars))
+        async with self._write() as session:
+            await ExecutionRepository(session).upsert_step(execution_id, attempt, values)
+
+    async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
+        """The execution with the steps of its latest attempt (in start order), or None."""
+        async with self._read() as session:
+            repo = ExecutionRepository(session)
+            row = await repo.get(execution_id)
+            if row is None:
+                return None
+            steps = await repo.latest_steps([execution_id])
+            return job_from_row(row, steps[execution_id])
+
+    async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
+        """Executions matching ``query``, newest first, with a keyset ``next_cursor``."""
+        check_limit(query.limit)
+        after = decode_cursor(query.cursor) if query.cursor else None
+        async with self._read() as session:
+            repo = ExecutionRepository(session)
+            rows = await repo.page(
+                job_id=query.job_id,
+                status=query.status.value if query.status is not None else None,
+                timezone=query.timezone,
+                started_after=query.started_after,
+                started_before=query.started_before,
+                after_key=after,
+                limit=query.limit + 1,
+            )
+            page = rows[: query.limit]
+            steps = await repo.latest_steps([r.execution_id for r in page])
+        items = [job_from_row(r, steps[r.execution_id]) for r in page]
+        more = len(rows) > query.limit
+        cursor = encode_cursor(page[-1].created_at, page[-1].execution_id) if more else None
+        return ExecutionPage(items, cursor)
+
+    # -- scheduled work -------------------------------------------------------------------
+    async def add_scheduled_run(self, run: ScheduledRun) -> None:
+        """Persist a run waiting for its time and its PENDING history row, in one
+        transaction. A second run fired by a recurring schedule for the same job and time
+        raises ``DuplicateScheduledRunError`` and writes nothing."""
+        definition = dump_json(run.job.to_dict())
+        schedule_key = run.scheduled_for if run.trigger == TRIGGER_SCHEDULE else None
+        try:
+            async with self._write() as session:
+                values = self._pending_values(
+                    run.execution_id, run.job, run.trigger, run.scheduled_for, run.requested_by
+                )
+                values["attempt"] = run.attempt
+                await ExecutionRepository(session).insert_pending(values)
+                await ScheduledRunRepository(session).insert(
+                    {
+                        "execution_id": run.execution_id,
+                        "job_id": run.job.job_id,
+                        "job_definition_json": definition,
+                        "scheduled_for": run.scheduled_for,
+                        "schedule_key": schedule_key,
+                        "timezone": run.job.timezone,
+                        "trigger": run.trigger,
+                        "requested_by": fit_text(run.requested_by, 100),
+                        "attempt": run.attempt,
+                    }
+                )
+        except IntegrityError:
+            if schedule_key is not None:
+                async with self._read() as session:
+                    if await ScheduledRunRepository(session).fire_exists(
+                        run.job.job_id, schedule_key
+                    ):
+                        raise DuplicateScheduledRunError(
+                            run.job.job_id, run.scheduled_for
+                        ) from None
+            raise
+
+    async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
+        """Unclaimed runs with ``scheduled_for <= until``, earliest first."""
+        async with self._read() as session:
+            rows = await ScheduledRunRepository(session).due(until, limit)
+        return [run_from_row(r) for r in rows]
+
+    async def claim_scheduled_run(self, execution_id: str, owner: str) -> bool:
+        """Atomically take a pending run for ``owner``; False when gone, cancelled or
+        claimed by another."""
+        async with self._write() as session:
+            claimed = await ScheduledRunRepository(session).claim(
+                owner, self.lease_seconds, execution_id=execution_id
+            )
+        return bool(claimed)
+
+    async def claim_due_runs(
+        self, until: datetime, limit: int, owner: str | None = None
+    ) -> list[ScheduledRun]:
+        """Claim up to ``limit`` runs due by ``until`` in one statement (``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL); each returned run carries its new claim ``attempt``."""
+        async with self._write() as session:
+            rows = await ScheduledRunRepository(session).claim(
+                owner or self.owner, self.lease_seconds, until=until, limit=limit
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def cancel_scheduled_run(self, execution_id: str) -> bool:
+        """Cancel a pending run (history row CANCELLED, "cancelled before it started");
+        False when it is not pending."""
+        return await self._settle_run(
+            execution_id, RUN_CANCELLED, JobStatus.CANCELLED, CANCELLED_BEFORE_START
+        )
+
+    async def mark_missed(
+        self, execution_id: str, reason: str, status: JobStatus = JobStatus.FAILED
+    ) -> bool:
+        """Settle a pending run that will not run (e.g. misfired while the service was
+        down): history row ``status`` with ``reason``; False when it is not pending."""
+        return await self._settle_run(execution_id, RUN_DONE, status, reason)
+
+    async def _settle_run(
+        self, execution_id: str, run_status: str, status: JobStatus, reason: str
+    ) -> bool:
+        async with self._write() as session:
+            taken = await ScheduledRunRepository(session).set_status(
+                execution_id, run_status, from_statuses=(RUN_PENDING,)
+            )
+            if taken:
+                await ExecutionRepository(session).settle(
+                    execution_id, status, reason, from_statuses=(JobStatus.PENDING.value,)
+                )
+        return taken
+
+    async def count_scheduled_runs(self) -> int:
+        """Number of runs still waiting (pending)."""
+        async with self._read() as session:
+            return await ScheduledRunRepository(session).count_pending()
+
+    async def next_scheduled_time(self) -> datetime | None:
+        """``scheduled_for`` of the earliest pending run."""
+        async with self._read() as session:
+            return await ScheduledRunRepository(session).next_time()
+
+    # -- leases and recovery --------------------------------------------------------------
+    async def renew_lease(self, execution_id: str, owner: str, attempt: int) -> bool:
+        """Extend the lease of a claimed run; False if the claim is no longer ours."""
+        async with self._write() as session:
+            return await ScheduledRunRepository(session).renew(
+                execution_id, owner, attempt, self.lease_seconds
+            )
+
+    async def complete_scheduled_run(self, execution_id: str, owner: str, attempt: int) -> bool:
+        """Fenced completion: mark the run done only if ``owner`` still holds claim
+        ``attempt``."""
+        async with self._write() as session:
+            return await ScheduledRunRepository(session).set_status(
+                execution_id,
+                RUN_DONE,
+                from_statuses=(RUN_CLAIMED,),
+                owner=owner,
+                attempt=attempt,
+            )
+
+    async def requeue_claimed_runs(
+        self, *, owner: str | None = None, expired_only: bool = True
+    ) -> int:
+        """Claimed runs whose execution never started (history row still PENDING) become
+        pending again: those of ``owner`` if given, only with an expired lease unless
+        ``expired_only`` is False. Returns how many."""
+        async with self._write() as session:
+            return await ScheduledRunRepository(session).requeue_claimed(
+                owner=owner, expired_only=expired_only
+            )
+
+    async def find_running(
+        self, *, owner: str | None = None, include_queued: bool = False
+    ) -> list[JobExecutionResult]:
+        """Executions recorded RUNNING or RETRYING (of ``owner`` if given), oldest first;
+        with ``include_queued`` also PENDING ones that are not scheduled runs (they waited
+        in a memory queue). At startup these are the runs a dead process left behind."""
+        async with self._read() as session:
+            repo = ExecutionRepository(session)
+            rows = await repo.in_flight(owner=owner, include_queued=include_queued)
+            steps = await repo.latest_steps([r.execution_id for r in rows])
+        return [job_from_row(r, steps[r.execution_id]) for r in rows]
+
+    async def mark_interrupted(
+        self,
+        execution_id: str,
+        reason: str = "interrupted",
+        *,
+        status: JobStatus = JobStatus.FAILED,
+        owner: str | None = None,
+    ) -> bool:
+        """End a non-terminal execution with ``status`` and ``reason`` (its unfinished
+        steps FAILED); only if owned by ``owner`` when given. False if it already ended."""
+        unfinished = tuple(s.value for s in JobStatus if not s.is_terminal)
+        async with self._write() as session:
+            row = await ExecutionRepository(session).settle(
+                execution_id, status, reason, from_statuses=unfinished, owner=owner
+            )
+            if row is not None:
+                await ScheduledRunRepository(session).mark_started(execution_id)
+        return row is not None
+
+    async def get_job_definition(self, execution_id: str) -> JobDefinition | None:
+        """The definition an execution was created with (to run or retry it), or None."""
+        async with self._read() as session:
+            data = await ExecutionRepository(session).definition_json(execution_id)
+        return JobDefinition.from_dict(load_json_object(data)) if data else None
+
+    async def purge_history(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        """Delete finished executions (and their steps and runs) that ended before
+        ``older_than``, in batches of short transactions. Returns how many."""
+        total = 0
+        while True:
+            async with self._write() as session:
+                repo = ExecutionRepository(session)
+                ids = await repo.finished_before(older_than, batch_size)
+                total += await repo.delete(ids)
+            if len(ids) < batch_size:
+                return total
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _pending_values(
+        execution_id: str,
+        job: JobDefinition,
+        trigger: str,
+        scheduled_for: datetime | None,
+        requested_by: str | None,
+    ) -> dict[str, Any]:
+        pending = storable_job(
+            JobExecutionResult(
+                execution_id=execution_id,
+                job_id=job.job_id,
+                job_name=job.job_name,
+                status=JobStatus.PENDING,
+                timezone=job.timezone,
+                metadata=pending_metadata(trigger, scheduled_for, requested_by),
+            )
+        )
+        return {
+            "execution_id": execution_id,
+            "job_id": pending.job_id,
+            "job_name": fit(pending.job_name, 255),
+            "timezone": pending.timezone,
+            "metadata_json": dump_json(pending.metadata),
+            "trigger": trigger,
+            "scheduled_for": scheduled_for,
+            "requested_by": fit_text(requested_by, 100),
+            "job_definition_json": dump_json(job.to_dict()),
+        }
