@@ -44,6 +44,10 @@ class NewExecutionEngine:
         schedule_grace_seconds: float = 5.0,
         poll_interval_seconds: float = 1.0,
         recent_limit: int = 1000,
+        misfire_grace_seconds: float = 300.0,
+        history_retention_days: float | None = None,
+        maintenance_interval_seconds: float = 3600.0,
+        recover_on_start: bool = True,
         owner: str | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -58,6 +62,12 @@ class NewExecutionEngine:
             resources: connections, executables and output limits for steps
             enable_step_caching: a retry reuses steps that succeeded in an earlier attempt
             schedule_grace_seconds: how far in the past a scheduled time may be
+            misfire_grace_seconds: at start, runs that came due while the service was down
+                run if at most this late; older ones are recorded as missed
+            history_retention_days: purge finished executions older than this (None: keep)
+            recover_on_start: at start, settle what a previous process left behind (runs
+                interrupted while running, claimed runs that never started, misfires).
+                Assumes one engine per store, the supported deployment today.
         """
         if max_workers < 1 or queue_max_concurrent < 1 or default_timeout < 1:
             raise ValueError("max_workers, queue_max_concurrent and default_timeout must be >= 1")
@@ -70,6 +80,12 @@ class NewExecutionEngine:
         self.schedule_grace = timedelta(seconds=schedule_grace_seconds)
         self.owner = owner or f"engine-{uuid.uuid4().hex[:12]}"
         self._clock = clock
+        self.misfire_grace = timedelta(seconds=misfire_grace_seconds)
+        self.history_retention_days = history_retention_days
+        self._maintenance_interval = maintenance_interval_seconds
+        self._recover_on_start = recover_on_start
+        self._maintenance_task: asyncio.Task[None] | None = None
+        self.recovery_report: dict[str, int] = {}
         self._runner = JobRunner(self.store, enable_step_caching=enable_step_caching, clock=clock)
         self._scheduler = Scheduler(
             self.store,
@@ -97,6 +113,8 @@ class NewExecutionEngine:
         if self._state == "running":
             return
         await self.store.open()
+        if self._recover_on_start:
+            self.recovery_report = await self._recover()
         self._state = "running"
         self._failure = None
         self._started_at = self._clock()
@@ -105,7 +123,12 @@ class NewExecutionEngine:
         self._scheduler_task = asyncio.create_task(
             self._scheduler.run_forever(), name="engine-scheduler"
         )
-        self._scheduler_task.add_done_callback(self._scheduler_done)
+        self._scheduler_task.add_done_callback(self._background_done)
+        if self.history_retention_days is not None:
+            self._maintenance_task = asyncio.create_task(
+                self._maintenance_forever(), name="engine-maintenance"
+            )
+            self._maintenance_task.add_done_callback(self._background_done)
         log.info(
             "engine %s started (max_workers=%d, queue_max_concurrent=%d)",
             self.owner,
@@ -125,10 +148,11 @@ class NewExecutionEngine:
         if self._state == "stopped":
             return
         self._state = "stopping"
-        if self._scheduler_task is not None:
-            self._scheduler_task.cancel()
-            await asyncio.gather(self._scheduler_task, return_exceptions=True)
-            self._scheduler_task = None
+        for side in (self._scheduler_task, self._maintenance_task):
+            if side is not None:
+                side.cancel()
+                await asyncio.gather(side, return_exceptions=True)
+        self._scheduler_task = self._maintenance_task = None
         for queue in list(self._queues.values()):
             await queue.stop_dispatching()
         if wait_for_jobs and self._tasks:
@@ -480,13 +504,64 @@ class NewExecutionEngine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
+    def _background_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            log.critical("scheduler loop died", exc_info=exc)
-            self.fail(f"scheduler loop died: {type(exc).__name__}: {exc}")
+            log.critical("%s died", task.get_name(), exc_info=exc)
+            self.fail(f"{task.get_name()} died: {type(exc).__name__}: {exc}")
+
+    async def _recover(self) -> dict[str, int]:
+        """Settle what a previous process of this store left behind."""
+        report = {"requeued": 0, "interrupted": 0, "retried": 0, "missed": 0}
+        store, now = self.store, self._clock()
+        report["requeued"] = await store.requeue_claimed_runs(expired_only=False)
+        for left in await store.find_running(include_queued=True):
+            job = await store.get_job_definition(left.execution_id)
+            started = left.status is not JobStatus.PENDING
+            reason = (
+                "interrupted: the service stopped while it was running"
+                if started
+                else "interrupted: the service stopped before it started"
+            )
+            if started and job is not None and left.retry_count < job.max_retries:
+                retry_id = uuid.uuid4().hex
+                await store.mark_interrupted(left.execution_id, f"{reason}; retried as {retry_id}")
+                await store.add_scheduled_run(
+                    ScheduledRun(
+                        execution_id=retry_id,
+                        job=job,
+                        scheduled_for=now,
+                        requested_by=left.metadata.get("requested_by"),
+                    )
+                )
+                report["retried"] += 1
+            elif await store.mark_interrupted(left.execution_id, reason):
+                report["interrupted"] += 1
+        cutoff = now - self.misfire_grace
+        while missed := await store.due_scheduled_runs(cutoff, 500):
+            for run in missed:
+                late = (now - run.scheduled_for).total_seconds()
+                await store.mark_missed(
+                    run.execution_id,
+                    f"missed: due at {run.scheduled_for.isoformat()} while the service was "
+                    f"down; {late:.0f}s late is beyond the misfire grace of "
+                    f"{self.misfire_grace.total_seconds():.0f}s",
+                )
+                report["missed"] += 1
+        if any(report.values()):
+            log.warning("recovered after restart: %s", report)
+        return report
+
+    async def _maintenance_forever(self) -> None:
+        assert self.history_retention_days is not None
+        while True:
+            cutoff = self._clock() - timedelta(days=self.history_retention_days)
+            purged = await self.store.purge_history(cutoff)
+            if purged:
+                log.info("purged %d executions that ended before %s", purged, cutoff)
+            await asyncio.sleep(self._maintenance_interval)
 
 
 def _uncancel() -> None:

@@ -12,7 +12,7 @@ import copy
 import heapq
 from datetime import UTC, datetime
 
-from app.domain.enums import JobStatus
+from app.domain.enums import JobStatus, StepStatus
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import (
     CANCELLED_BEFORE_START,
@@ -39,6 +39,7 @@ class InMemoryExecutionStore:
         self._runs: dict[str, ScheduledRun] = {}
         self._fires: set[tuple[str, datetime]] = set()
         self._heap: list[tuple[datetime, str]] = []
+        self._definitions: dict[str, JobDefinition] = {}
 
     async def open(self) -> None:
         return None
@@ -57,6 +58,7 @@ class InMemoryExecutionStore:
     ) -> None:
         if execution_id in self._jobs:
             return
+        self._definitions[execution_id] = copy.deepcopy(job)
         self._jobs[execution_id] = storable_job(
             JobExecutionResult(
                 execution_id=execution_id,
@@ -165,6 +167,87 @@ class InMemoryExecutionStore:
         while self._heap and self._heap[0][1] not in self._runs:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
+
+    async def claim_due_runs(
+        self, until: datetime, limit: int, owner: str | None = None
+    ) -> list[ScheduledRun]:
+        runs = await self.due_scheduled_runs(until, limit)
+        claimed = []
+        for run in runs:
+            if await self.claim_scheduled_run(run.execution_id, owner or "memory"):
+                run.attempt += 1
+                claimed.append(run)
+        return claimed
+
+    async def mark_missed(
+        self, execution_id: str, reason: str, status: JobStatus = JobStatus.FAILED
+    ) -> bool:
+        if self._runs.pop(execution_id, None) is None:
+            return False
+        self._drop_from_heap(execution_id)
+        self._settle(execution_id, status, reason)
+        return True
+
+    async def requeue_claimed_runs(
+        self, *, owner: str | None = None, expired_only: bool = True
+    ) -> int:
+        return 0  # claims live only as long as this process, like everything here
+
+    async def find_running(
+        self, *, owner: str | None = None, include_queued: bool = False
+    ) -> list[JobExecutionResult]:
+        wanted = {JobStatus.RUNNING, JobStatus.RETRYING}
+        if include_queued:
+            wanted.add(JobStatus.PENDING)
+        out = []
+        for execution_id, job in self._jobs.items():
+            if job.status in wanted and execution_id not in self._runs:
+                found = await self.get_execution(execution_id)
+                if found is not None:
+                    out.append(found)
+        return out
+
+    async def mark_interrupted(
+        self,
+        execution_id: str,
+        reason: str = "interrupted",
+        *,
+        status: JobStatus = JobStatus.FAILED,
+        owner: str | None = None,
+    ) -> bool:
+        job = self._jobs.get(execution_id)
+        if job is None or job.status.is_terminal:
+            return False
+        self._settle(execution_id, status, reason)
+        return True
+
+    async def get_job_definition(self, execution_id: str) -> JobDefinition | None:
+        found = self._definitions.get(execution_id)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def purge_history(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        doomed = [
+            execution_id
+            for execution_id, job in self._jobs.items()
+            if job.status.is_terminal and job.end_time is not None and job.end_time < older_than
+        ]
+        for execution_id in doomed:
+            for table in (self._jobs, self._created, self._steps, self._definitions):
+                table.pop(execution_id, None)
+        return len(doomed)
+
+    def _settle(self, execution_id: str, status: JobStatus, reason: str) -> None:
+        job = self._jobs.get(execution_id)
+        if job is None:
+            return
+        now = utc_now()
+        job.status = status
+        job.error_message = reason
+        job.end_time = now
+        for step in self._steps.get(execution_id, {}).values():
+            if step.status in (StepStatus.RUNNING, StepStatus.PENDING):
+                step.error_message = reason
+                step.finish(StepStatus.FAILED, now)
 
     def _drop_from_heap(self, execution_id: str) -> None:
         self._heap = [item for item in self._heap if item[1] != execution_id]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from app.domain.enums import JobStatus
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import (
     TRIGGER_NOW,
@@ -85,3 +86,41 @@ class ExecutionStore(Protocol):
 
     async def next_scheduled_time(self) -> datetime | None:
         """``scheduled_for`` of the earliest unclaimed run."""
+
+    async def claim_due_runs(
+        self, until: datetime, limit: int, owner: str | None = None
+    ) -> list[ScheduledRun]:
+        """Claim up to ``limit`` runs due by ``until`` in one go, earliest first."""
+
+    async def mark_missed(
+        self, execution_id: str, reason: str, status: JobStatus = JobStatus.FAILED
+    ) -> bool:
+        """Settle a pending run that will not run (with ``reason``); False if not pending."""
+
+    # -- recovery and maintenance ----------------------------------------------------------
+    async def requeue_claimed_runs(
+        self, *, owner: str | None = None, expired_only: bool = True
+    ) -> int:
+        """Claimed runs that never started become pending again; returns how many."""
+
+    async def find_running(
+        self, *, owner: str | None = None, include_queued: bool = False
+    ) -> list[JobExecutionResult]:
+        """Executions recorded RUNNING or RETRYING (and, with ``include_queued``, PENDING
+        ones that are not scheduled runs): at startup, what a dead process left behind."""
+
+    async def mark_interrupted(
+        self,
+        execution_id: str,
+        reason: str = "interrupted",
+        *,
+        status: JobStatus = JobStatus.FAILED,
+        owner: str | None = None,
+    ) -> bool:
+        """End a non-terminal execution with ``status`` and ``reason``."""
+
+    async def get_job_definition(self, execution_id: str) -> JobDefinition | None:
+        """The definition an execution was created with, or None."""
+
+    async def purge_history(self, older_than: datetime, *, batch_size: int = 500) -> int:
+        """Delete finished executions that ended before ``older_than``; returns how many."""

@@ -59,9 +59,8 @@ class Scheduler:
                     pass
 
     async def run_due(self) -> int:
-        """Claim and dispatch every run due now; return how many were looked at."""
-        runs = await self._store.due_scheduled_runs(self._clock(), self._batch)
+        """Claim (in one batch) and dispatch the runs due now; return how many."""
+        runs = await self._store.claim_due_runs(self._clock(), self._batch, self._owner)
         for run in runs:
-            if await self._store.claim_scheduled_run(run.execution_id, self._owner):
-                await self._dispatch(run)
+            await self._dispatch(run)
         return len(runs)
