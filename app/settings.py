@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     schedule_grace_seconds: float = Field(5.0, ge=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
     database_url: str = DEFAULT_DATABASE_URL
+    misfire_grace_seconds: float = Field(300.0, ge=0)
+    history_retention_days: float | None = Field(None, gt=0)
     auto_migrate: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,26 @@ def mariadb_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """URL (sqlite+aiosqlite) of a new SQLite file for this test."""
     return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; tests get copies of it."""
+    from app.persistence import upgrade_to_head
+
+    path = tmp_path_factory.mktemp("template") / "jobscheduler.db"
+    asyncio.run(upgrade_to_head(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def service_database(
+    migrated_sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Every test's Settings() point at its own migrated SQLite file (never ./data)."""
+    target = tmp_path / "service.db"
+    shutil.copyfile(migrated_sqlite_template, target)
+    url = f"sqlite+aiosqlite:///{target}"
+    monkeypatch.setenv("V2_DATABASE_URL", url)
+    monkeypatch.setenv("V2_AUTO_MIGRATE", "false")
+    return url

@@ -1,0 +1,5 @@
+"""HTTP API: the v2 routes, their schemas, the error mapping and ModernJobAPI."""
+
+from app.api.service import ModernJobAPI, create_modern_job_routes
+
+__all__ = ["ModernJobAPI", "create_modern_job_routes"]

@@ -11,10 +11,15 @@ from app.domain.errors import FieldError
 from app.domain.timeutil import parse_iso
 
 SCHEDULE_TYPES = ("cron", "interval", "once")
+_POLICY_KEYS = {"misfire_policy", "overlap_policy"}
 _ALLOWED_KEYS: dict[str, set[str]] = {
-    "cron": {"type", "expression", "start_at", "end_at"},
-    "interval": {"type", "every_seconds", "start_at", "end_at"},
-    "once": {"type", "at"},
+    "cron": {"type", "expression", "start_at", "end_at", *_POLICY_KEYS},
+    "interval": {"type", "every_seconds", "start_at", "end_at", *_POLICY_KEYS},
+    "once": {"type", "at", *_POLICY_KEYS},
+}
+_POLICIES = {
+    "misfire_policy": ("run_once", "skip", "run_all"),
+    "overlap_policy": ("skip", "allow", "queue", "replace"),
 }
 
 
@@ -51,6 +56,9 @@ def validate_schedule_config(config: Any, prefix: str = "schedule_config") -> li
         errors.extend(_check_time(config, "at", prefix, required=True))
     for key in ("start_at", "end_at"):
         errors.extend(_check_time(config, key, prefix, required=False))
+    for key, allowed in _POLICIES.items():
+        if key in config and config[key] not in allowed:
+            errors.append(FieldError(f"{prefix}.{key}", f"must be one of {', '.join(allowed)}"))
     start, end = config.get("start_at"), config.get("end_at")
     if isinstance(start, str) and isinstance(end, str) and not errors:
         try:

@@ -18,7 +18,7 @@ def get_zone(name: str) -> ZoneInfo:
         raise KeyError(name)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise KeyError(name) from exc
 
 

@@ -18,9 +18,11 @@ from app.domain.errors import (
 )
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import utc_now
+from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
-from app.engine.ports import TRIGGER_NOW, ExecutionStore, ScheduledRun
+from app.engine.ports import TRIGGER_NOW, ExecutionStore, JobStore, ScheduledRun
 from app.engine.queue import TimezoneJobQueue
+from app.engine.recurring import RecurringScheduler
 from app.engine.runner import Execution, JobRunner
 from app.engine.scheduler import Scheduler
 from app.steps.context import ExecutionContext
@@ -86,6 +88,20 @@ class NewExecutionEngine:
         self._recover_on_start = recover_on_start
         self._maintenance_task: asyncio.Task[None] | None = None
         self.recovery_report: dict[str, int] = {}
+        self.jobs: JobService | None = None
+        self._recurring: RecurringScheduler | None = None
+        self._recurring_task: asyncio.Task[None] | None = None
+        self._serial_locks: dict[str, asyncio.Lock] = {}
+        if isinstance(self.store, JobStore):
+            self.jobs = JobService(self, self.store, clock=clock)
+            self._recurring = RecurringScheduler(
+                self,
+                self.store,
+                misfire_grace=self.misfire_grace,
+                on_time_tolerance=self.schedule_grace,
+                poll_interval_seconds=poll_interval_seconds,
+                clock=clock,
+            )
         self._runner = JobRunner(self.store, enable_step_caching=enable_step_caching, clock=clock)
         self._scheduler = Scheduler(
             self.store,
@@ -124,6 +140,11 @@ class NewExecutionEngine:
             self._scheduler.run_forever(), name="engine-scheduler"
         )
         self._scheduler_task.add_done_callback(self._background_done)
+        if self._recurring is not None:
+            self._recurring_task = asyncio.create_task(
+                self._recurring.run_forever(), name="engine-recurring"
+            )
+            self._recurring_task.add_done_callback(self._background_done)
         if self.history_retention_days is not None:
             self._maintenance_task = asyncio.create_task(
                 self._maintenance_forever(), name="engine-maintenance"
@@ -148,11 +169,11 @@ class NewExecutionEngine:
         if self._state == "stopped":
             return
         self._state = "stopping"
-        for side in (self._scheduler_task, self._maintenance_task):
+        for side in (self._scheduler_task, self._recurring_task, self._maintenance_task):
             if side is not None:
                 side.cancel()
                 await asyncio.gather(side, return_exceptions=True)
-        self._scheduler_task = self._maintenance_task = None
+        self._scheduler_task = self._recurring_task = self._maintenance_task = None
         for queue in list(self._queues.values()):
             await queue.stop_dispatching()
         if wait_for_jobs and self._tasks:
@@ -343,6 +364,21 @@ class NewExecutionEngine:
         """Get list of currently running executions"""
         return [e.status_dict() for e in self._running.values()]
 
+    def active_execution_ids(self, job_id: str) -> list[str]:
+        """Executions of ``job_id`` queued or running in this engine, oldest first."""
+        return [
+            e.execution_id
+            for e in self._live.values()
+            if e.job.job_id == job_id and not e.result.status.is_terminal
+        ]
+
+    def wake_scheduler(self) -> None:
+        self._scheduler.notify()
+
+    def wake_recurring(self) -> None:
+        if self._recurring is not None:
+            self._recurring.notify()
+
     # -- used by queues -------------------------------------------------------------------------
     def adopt_queue(self, queue: TimezoneJobQueue) -> None:
         self._queues[queue.timezone] = queue
@@ -451,10 +487,19 @@ class NewExecutionEngine:
     async def _run_execution(
         self, execution: Execution, on_done: Callable[[Execution], None] | None
     ) -> JobExecutionResult:
+        serial = (
+            self._serial_locks.setdefault(execution.job.job_id, asyncio.Lock())
+            if execution.serial
+            else None
+        )
         try:
             try:
+                if serial is not None:
+                    await serial.acquire()
                 await self._worker_slots.acquire()
             except asyncio.CancelledError:
+                if serial is not None and serial.locked():
+                    serial.release()
                 if not execution.context.is_cancelled():
                     raise
                 _uncancel()
@@ -474,6 +519,8 @@ class NewExecutionEngine:
             finally:
                 self._running.pop(execution.execution_id, None)
                 self._worker_slots.release()
+                if serial is not None:
+                    serial.release()
         finally:
             if on_done is not None:
                 on_done(execution)

@@ -1,18 +1,31 @@
-"""InMemoryExecutionStore: the ExecutionStore port kept in process memory (tests, embedding).
+"""InMemoryExecutionStore: the ExecutionStore and JobStore ports kept in process memory
+(tests, embedding).
 
 It forgets everything on restart; the service uses the database store from
 ``app.persistence``. It follows the same contract as the database store (the contract
-suite in ``tests/integration/test_store_contract.py`` runs against both): text sanitised
-and output capped the same way, the same keyset cursor, the same unique recurring fire.
+suites in ``tests/integration/test_store_contract.py`` and ``test_job_store_contract.py``
+run against both): text sanitised and output capped the same way, the same keyset cursors,
+the same unique recurring fire, job definitions given back through their JSON form.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
+import json
 from datetime import UTC, datetime
 
 from app.domain.enums import JobStatus, StepStatus
+from app.domain.jobs import (
+    JobExistsError,
+    JobNotFoundError,
+    JobPage,
+    JobQuery,
+    StoredJob,
+    VersionConflictError,
+    decode_job_cursor,
+    encode_job_cursor,
+)
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import (
     CANCELLED_BEFORE_START,
@@ -40,6 +53,7 @@ class InMemoryExecutionStore:
         self._fires: set[tuple[str, datetime]] = set()
         self._heap: list[tuple[datetime, str]] = []
         self._definitions: dict[str, JobDefinition] = {}
+        self._stored_jobs: dict[str, StoredJob] = {}
 
     async def open(self) -> None:
         return None
@@ -252,6 +266,114 @@ class InMemoryExecutionStore:
     def _drop_from_heap(self, execution_id: str) -> None:
         self._heap = [item for item in self._heap if item[1] != execution_id]
         heapq.heapify(self._heap)
+
+    # -- stored job definitions (the JobStore port) -----------------------------------------
+    async def create_job(self, job: JobDefinition, *, next_fire_at: datetime | None) -> StoredJob:
+        if job.job_id in self._stored_jobs:
+            raise JobExistsError(job.job_id)
+        now = utc_now()
+        stored = StoredJob(
+            job=_as_stored(job, now, now), version=1, next_fire_at=_aware_utc(next_fire_at)
+        )
+        self._stored_jobs[job.job_id] = stored
+        return stored.copy()
+
+    async def get_job(self, job_id: str) -> StoredJob | None:
+        found = self._stored_jobs.get(job_id)
+        return found.copy() if found is not None else None
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        check_limit(query.limit)
+        after = decode_job_cursor(query.cursor) if query.cursor else None
+        matching = [
+            stored
+            for job_id, stored in sorted(self._stored_jobs.items())
+            if (query.enabled is None or stored.job.enabled == query.enabled)
+            and (query.timezone is None or stored.job.timezone == query.timezone)
+            and (after is None or job_id > after)
+        ]
+        page = [s.copy() for s in matching[: query.limit]]
+        more = len(matching) > query.limit
+        return JobPage(page, encode_job_cursor(page[-1].job_id) if more else None)
+
+    async def update_job(
+        self, job: JobDefinition, *, expected_version: int | None, next_fire_at: datetime | None
+    ) -> StoredJob:
+        current = self._stored_jobs.get(job.job_id)
+        if current is None:
+            raise JobNotFoundError(job.job_id)
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflictError(job.job_id, expected_version, current.version)
+        now = utc_now()
+        current.job = _as_stored(job, current.job.created_at or now, now)
+        current.version += 1
+        current.next_fire_at = _aware_utc(next_fire_at)
+        return current.copy()
+
+    async def delete_job(self, job_id: str, *, expected_version: int | None = None) -> bool:
+        current = self._stored_jobs.get(job_id)
+        if current is None:
+            return False
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflictError(job_id, expected_version, current.version)
+        del self._stored_jobs[job_id]
+        return True
+
+    async def due_jobs(self, until: datetime, limit: int) -> list[StoredJob]:
+        due = sorted(
+            (
+                (stored.next_fire_at, job_id)
+                for job_id, stored in self._stored_jobs.items()
+                if stored.job.enabled
+                and stored.next_fire_at is not None
+                and stored.next_fire_at <= until
+            ),
+        )
+        return [self._stored_jobs[job_id].copy() for _, job_id in due[: max(limit, 0)]]
+
+    async def advance_job(
+        self,
+        job_id: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime | None,
+        last_fire_at: datetime,
+    ) -> bool:
+        current = self._stored_jobs.get(job_id)
+        if current is None or current.next_fire_at != _aware_utc(expected_next_fire_at):
+            return False
+        current.next_fire_at = _aware_utc(next_fire_at)
+        current.last_fire_at = _aware_utc(last_fire_at)
+        return True
+
+    async def next_job_fire_time(self) -> datetime | None:
+        return min(
+            (
+                s.next_fire_at
+                for s in self._stored_jobs.values()
+                if s.job.enabled and s.next_fire_at is not None
+            ),
+            default=None,
+        )
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    """As the database store: aware values only, kept in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use aware UTC")
+    return value.astimezone(UTC)
+
+
+def _as_stored(job: JobDefinition, created_at: datetime, updated_at: datetime) -> JobDefinition:
+    """``job`` as the database store gives it back: through its JSON form (tuples become
+    lists, values JSON cannot express their ``str``), with the row's timestamps."""
+    data = json.loads(json.dumps(job.to_dict(), default=str))
+    stored = JobDefinition.from_dict(data)
+    stored.created_at = created_at
+    stored.updated_at = updated_at
+    return stored
 
 
 def _started_within(

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from app.domain.enums import JobStatus
+from app.domain.jobs import JobPage, JobQuery, StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import (
     TRIGGER_NOW,
@@ -30,7 +31,11 @@ __all__ = [
     "ExecutionPage",
     "ExecutionQuery",
     "ExecutionStore",
+    "JobPage",
+    "JobQuery",
+    "JobStore",
     "ScheduledRun",
+    "StoredJob",
 ]
 
 
@@ -124,3 +129,46 @@ class ExecutionStore(Protocol):
 
     async def purge_history(self, older_than: datetime, *, batch_size: int = 500) -> int:
         """Delete finished executions that ended before ``older_than``; returns how many."""
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Stored job definitions (recurring jobs). ``version`` starts at 1 and goes up by one
+    on every user change (update, enable, disable); ``advance_job`` does not change it."""
+
+    async def create_job(self, job: JobDefinition, *, next_fire_at: datetime | None) -> StoredJob:
+        """Store a new job (created_at/updated_at set now, version 1); JobExistsError."""
+
+    async def get_job(self, job_id: str) -> StoredJob | None:
+        """The stored job or None."""
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        """Jobs ordered by job_id, filtered by enabled/timezone, keyset-paginated."""
+
+    async def update_job(
+        self, job: JobDefinition, *, expected_version: int | None, next_fire_at: datetime | None
+    ) -> StoredJob:
+        """Replace a job's definition (keeps created_at, sets updated_at, version + 1, sets
+        next_fire_at). JobNotFoundError; VersionConflictError when ``expected_version`` is
+        given and differs."""
+
+    async def delete_job(self, job_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete the definition (its execution history stays); False when absent;
+        VersionConflictError on a stale ``expected_version``."""
+
+    async def due_jobs(self, until: datetime, limit: int) -> list[StoredJob]:
+        """Enabled jobs with ``next_fire_at <= until``, earliest first."""
+
+    async def advance_job(
+        self,
+        job_id: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime | None,
+        last_fire_at: datetime,
+    ) -> bool:
+        """Compare-and-set the job's next fire: only if it is still
+        ``expected_next_fire_at`` (so one replica advances it once)."""
+
+    async def next_job_fire_time(self) -> datetime | None:
+        """Earliest ``next_fire_at`` among enabled jobs."""

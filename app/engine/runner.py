@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +48,7 @@ class Execution:
     task: asyncio.Task[JobExecutionResult] | None = None
     current_step: str | None = None
     current_step_obj: ExecutionStep | None = field(default=None, repr=False)
+    serial: bool = False
     recorded_skips: set[tuple[int, str]] = field(default_factory=set, repr=False)
 
     def status_dict(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ class JobRunner:
                 result.status = JobStatus.RUNNING
                 result.steps = []
                 result.error_message = None
-                await self.store.record_job(result)
+                await self._persist(self.store.record_job(result))
                 await self._run_attempt(execution, attempt, cached)
                 if result.status not in (JobStatus.FAILED, JobStatus.TIMEOUT):
                     break
@@ -102,7 +103,7 @@ class JobRunner:
                 delay = retry_delay(job, attempt + 1)
                 result.status = JobStatus.RETRYING
                 result.metadata["next_retry_delay_seconds"] = delay
-                await self.store.record_job(result)
+                await self._persist(self.store.record_job(result))
                 log.info(
                     "execution %s attempt %d %s; retrying in %.1fs",
                     execution.execution_id,
@@ -123,10 +124,25 @@ class JobRunner:
             if task is not None:
                 task.uncancel()
             await self._close_open_steps(execution, StepStatus.CANCELLED, "cancelled on request")
+            reached = {step.step_id for step in result.steps}
+            for config in job.steps:
+                if str(config.get("step_id", "")) not in reached:
+                    result.add_step_result(_skipped(config, ctx.attempt))
+            await self._record_skipped(execution)
             await self._finish(execution, JobStatus.CANCELLED, "cancelled on request")
             return result
         await self._finish(execution, result.status, result.error_message)
         return result
+
+    async def _persist(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a store write to completion even if this task is cancelled meanwhile (a
+        timeout or a cancel request), so rows are never half written or out of order."""
+        task = asyncio.ensure_future(write)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.gather(task, return_exceptions=True)
+            raise
 
     async def _finish(self, execution: Execution, status: JobStatus, error: str | None) -> None:
         result = execution.result
@@ -138,7 +154,7 @@ class JobRunner:
         result.metadata.pop("next_retry_delay_seconds", None)
         result.metadata.update(execution.context.execution_metadata)
         execution.current_step = None
-        await self.store.record_job(result)
+        await self._persist(self.store.record_job(result))
 
     async def _run_attempt(
         self, execution: Execution, attempt: int, cached: dict[str, StepExecutionResult]
@@ -191,7 +207,7 @@ class JobRunner:
                 previous, metadata={**previous.metadata, "cached": True, "attempt": attempt}
             )
             result.add_step_result(reused)
-            await self.store.record_step(execution.execution_id, reused, attempt)
+            await self._persist(self.store.record_step(execution.execution_id, reused, attempt))
             return reused
         running = StepExecutionResult(
             step_id=step_id,
@@ -203,11 +219,11 @@ class JobRunner:
         )
         result.add_step_result(running)
         execution.current_step = step_id
-        await self.store.record_step(execution.execution_id, running, attempt)
+        await self._persist(self.store.record_step(execution.execution_id, running, attempt))
         final = await self._execute_step(execution, config, running)
         final.metadata.setdefault("attempt", attempt)
         result.steps[result.steps.index(running)] = final
-        await self.store.record_step(execution.execution_id, final, attempt)
+        await self._persist(self.store.record_step(execution.execution_id, final, attempt))
         if final.success:
             final.metadata.setdefault("cached_from_attempt", attempt)
             cached[step_id] = final
@@ -269,7 +285,7 @@ class JobRunner:
             if step.status in (StepStatus.RUNNING, StepStatus.PENDING):
                 step.error_message = why
                 step.finish(status, now)
-                await self.store.record_step(execution.execution_id, step, attempt)
+                await self._persist(self.store.record_step(execution.execution_id, step, attempt))
         await self._record_skipped(execution)
 
     async def _record_skipped(self, execution: Execution) -> None:
@@ -277,8 +293,8 @@ class JobRunner:
             key = (execution.context.attempt, step.step_id)
             if step.status is StepStatus.SKIPPED and key not in execution.recorded_skips:
                 execution.recorded_skips.add(key)
-                await self.store.record_step(
-                    execution.execution_id, step, execution.context.attempt
+                await self._persist(
+                    self.store.record_step(execution.execution_id, step, execution.context.attempt)
                 )
 
 

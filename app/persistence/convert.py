@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from app.domain.enums import JobStatus, StepStatus
+from app.domain.jobs import StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import ScheduledRun, clean_text
-from app.persistence.models import JobExecutionV2, ScheduledRunV2, StepExecutionV2
+from app.persistence.models import (
+    JobDefinitionV2,
+    JobExecutionV2,
+    ScheduledRunV2,
+    StepExecutionV2,
+)
 
 
 def dump_json(value: Any) -> str:
@@ -67,6 +74,36 @@ def run_from_row(row: ScheduledRunV2) -> ScheduledRun:
         attempt=row.attempt,
         requested_by=row.requested_by,
     )
+
+
+def stored_job_from_row(row: JobDefinitionV2) -> StoredJob:
+    """The stored job: its definition rebuilt from the JSON, with the row's timestamps."""
+    job = JobDefinition.from_dict(load_json_object(row.definition_json))
+    job.created_at = row.created_at
+    job.updated_at = row.updated_at
+    return StoredJob(
+        job=job,
+        version=row.version,
+        next_fire_at=row.next_fire_at,
+        last_fire_at=row.last_fire_at,
+    )
+
+
+def job_columns(job: JobDefinition) -> dict[str, Any]:
+    """The ``jobs_v2`` columns copied from a definition's fields (for filtering)."""
+    return {
+        "job_name": fit(job.job_name, 255),
+        "timezone": job.timezone,
+        "enabled": bool(job.enabled),
+    }
+
+
+def definition_json(job: JobDefinition, *, created_at: datetime, updated_at: datetime) -> str:
+    """``job.to_dict()`` as stored, carrying the row's timestamps (``job`` is not changed)."""
+    data = job.to_dict()
+    data["created_at"] = created_at.isoformat()
+    data["updated_at"] = updated_at.isoformat()
+    return dump_json(data)
 
 
 def fit(value: str, length: int) -> str:

@@ -3,7 +3,8 @@
 ``job_executions_v2`` and ``step_executions_v2`` keep the spec's columns, types, indexes and
 foreign key; timestamps are timezone-aware UTC (``UTCDateTime``). Added columns are listed on
 each model. ``scheduled_runs_v2`` holds runs waiting for their time, claimable by several
-replicas (status, attempt, lease owner and expiry).
+replicas (status, attempt, lease owner and expiry). ``jobs_v2`` holds the stored (recurring)
+job definitions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -157,4 +159,41 @@ class ScheduledRunV2(Base):
         CheckConstraint("status IN ('pending', 'claimed', 'done', 'cancelled')", name="status"),
         # Due runs: WHERE status = 'pending' AND scheduled_for <= :until ORDER BY scheduled_for
         Index("ix_scheduled_runs_v2_status_scheduled_for", "status", "scheduled_for"),
+    )
+
+
+#: Job ids sort by code point on every backend (as in SQLite and in Python), whatever the
+#: PostgreSQL database's default collation: list order and keyset cursors do not depend on it.
+JOB_ID_TYPE = String(100).with_variant(String(100, collation="C"), "postgresql")
+
+
+class JobDefinitionV2(Base):
+    """A stored job definition (recurring jobs).
+
+    ``definition_json`` is ``JobDefinition.to_dict()``; ``job_name``, ``timezone`` and
+    ``enabled`` are copies of its fields for filtering, and ``created_at``/``updated_at``
+    the authoritative timestamps. ``version`` (optimistic lock) starts at 1 and goes up by
+    one on every change of the definition. ``next_fire_at`` is the next instant the schedule
+    fires (NULL: none), ``last_fire_at`` the last one that was fired. Executions are not
+    linked by a foreign key: deleting a job keeps its history.
+    """
+
+    __tablename__ = "jobs_v2"
+
+    job_id: Mapped[str] = mapped_column(JOB_ID_TYPE, primary_key=True)
+    job_name: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(50), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    definition_json: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    next_fire_at: Mapped[datetime | None]
+    last_fire_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint("version >= 1", name="version"),
+        # Due jobs: WHERE enabled AND next_fire_at <= :until ORDER BY next_fire_at; its
+        # leading column also serves the ``enabled`` filter of the listing.
+        Index("ix_jobs_v2_enabled_next_fire_at", "enabled", "next_fire_at"),
     )

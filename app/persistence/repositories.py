@@ -8,7 +8,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Interval, and_, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Interval,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +30,7 @@ from app.persistence.models import (
     RUN_CLAIMED,
     RUN_DONE,
     RUN_PENDING,
+    JobDefinitionV2,
     JobExecutionV2,
     ScheduledRunV2,
     StepExecutionV2,
@@ -440,4 +453,116 @@ class ScheduledRunRepository(_Repository):
         stmt = select(func.min(ScheduledRunV2.scheduled_for)).where(
             ScheduledRunV2.status == RUN_PENDING
         )
+        return await self.session.scalar(stmt)
+
+
+class JobRepository(_Repository):
+    """Rows of ``jobs_v2``: stored job definitions. Writes that depend on what is stored
+    (version, next fire) are single conditional statements, so concurrent writers on any
+    backend cannot both succeed."""
+
+    async def insert(self, values: dict[str, Any]) -> JobDefinitionV2:
+        """Insert a row; IntegrityError when the job_id exists."""
+        stmt = insert(JobDefinitionV2).values(**values).returning(JobDefinitionV2)
+        return (await self.session.scalars(stmt)).one()
+
+    async def get(self, job_id: str) -> JobDefinitionV2 | None:
+        return await self.session.get(JobDefinitionV2, job_id)
+
+    async def version(self, job_id: str) -> int | None:
+        """The stored version, or None when there is no such job."""
+        stmt = select(JobDefinitionV2.version).where(JobDefinitionV2.job_id == job_id)
+        return await self.session.scalar(stmt)
+
+    async def page(
+        self, *, enabled: bool | None, timezone: str | None, after_job_id: str | None, limit: int
+    ) -> list[JobDefinitionV2]:
+        """Up to ``limit`` rows ordered by job_id, after ``after_job_id``."""
+        job = JobDefinitionV2
+        stmt = select(job)
+        if enabled is not None:
+            stmt = stmt.where(job.enabled == enabled)
+        if timezone is not None:
+            stmt = stmt.where(job.timezone == timezone)
+        if after_job_id is not None:
+            stmt = stmt.where(job.job_id > after_job_id)
+        stmt = stmt.order_by(job.job_id).limit(limit)
+        return list(await self.session.scalars(stmt))
+
+    async def update(
+        self, job_id: str, expected_version: int | None, values: dict[str, Any]
+    ) -> datetime | None:
+        """Set ``values`` and version + 1 on the row, only if it is at ``expected_version``
+        (when given). Its ``created_at``, or None when no row qualified."""
+        job = JobDefinitionV2
+        conditions = [job.job_id == job_id]
+        if expected_version is not None:
+            conditions.append(job.version == expected_version)
+        stmt = (
+            update(job)
+            .where(*conditions)
+            .values(**values, version=job.version + 1)
+            .returning(job.created_at)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar()
+
+    async def set_definition_json(self, job_id: str, text: str) -> JobDefinitionV2:
+        job = JobDefinitionV2
+        stmt = (
+            update(job)
+            .where(job.job_id == job_id)
+            .values(definition_json=text)
+            .returning(job)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.scalars(stmt)).one()
+
+    async def delete(self, job_id: str, expected_version: int | None) -> bool:
+        """Delete the row (only at ``expected_version`` when given); whether one went."""
+        job = JobDefinitionV2
+        conditions = [job.job_id == job_id]
+        if expected_version is not None:
+            conditions.append(job.version == expected_version)
+        stmt = (
+            delete(job)
+            .where(*conditions)
+            .returning(job.job_id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def due(self, until: datetime, limit: int) -> list[JobDefinitionV2]:
+        job = JobDefinitionV2
+        stmt = (
+            select(job)
+            .where(job.enabled == true(), job.next_fire_at <= until)
+            .order_by(job.next_fire_at, job.job_id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def advance(
+        self,
+        job_id: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime | None,
+        last_fire_at: datetime,
+    ) -> bool:
+        """Compare-and-set of ``next_fire_at``. Timestamps compare exactly on both backends
+        (``UTCDateTime`` binds the same UTC value, microseconds included, that it stored)."""
+        job = JobDefinitionV2
+        stmt = (
+            update(job)
+            .where(job.job_id == job_id, job.next_fire_at == expected_next_fire_at)
+            .values(next_fire_at=next_fire_at, last_fire_at=last_fire_at)
+            .returning(job.job_id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def next_fire_time(self) -> datetime | None:
+        job = JobDefinitionV2
+        stmt = select(func.min(job.next_fire_at)).where(job.enabled == true())
         return await self.session.scalar(stmt)

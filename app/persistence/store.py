@@ -1,8 +1,9 @@
-"""SqlExecutionStore: the engine's ExecutionStore port on SQLite or PostgreSQL.
+"""SqlExecutionStore: the engine's ExecutionStore and JobStore ports on SQLite or PostgreSQL.
 
-It implements ``app.engine.ports.ExecutionStore`` structurally (persistence does not import
-the engine). Every call is one short transaction; nothing is held across a step's I/O.
-Migrations are applied by the composition root (``app.persistence.migrate``), not here.
+It implements ``app.engine.ports.ExecutionStore`` and ``JobStore`` (the latter mixed in
+from ``app.persistence.job_store``) structurally: persistence does not import the engine.
+Every call is one short transaction; nothing is held across a step's I/O. Migrations are
+applied by the composition root (``app.persistence.migrate``), not here.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from app.persistence.convert import (
     step_values,
 )
 from app.persistence.database import SQLITE_IMMEDIATE, create_engine
+from app.persistence.job_store import SqlJobStoreMixin
 from app.persistence.models import (
     RUN_CANCELLED,
     RUN_CLAIMED,
@@ -79,8 +81,9 @@ class SchemaMissingError(ExecutionEngineError):
         )
 
 
-class SqlExecutionStore:
-    """Durable record of executions and scheduled work in a SQL database."""
+class SqlExecutionStore(SqlJobStoreMixin):
+    """Durable record of executions, scheduled work and stored job definitions in a SQL
+    database."""
 
     def __init__(
         self,

@@ -2,17 +2,25 @@
 
 One pooled ``AsyncEngine`` per connection name for the life of the registry (never one per
 step). Jobs refer to connections by name; URLs and passwords never come from requests.
+
+Beside each pooled engine a name may get a *control* engine (no pool, autocommit) used only to
+stop work running on a pooled connection from the outside: ``pg_cancel_backend`` on
+PostgreSQL, ``KILL QUERY`` on MariaDB/MySQL. :class:`ServerSession` holds what that needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.domain.errors import ConfigurationError, FieldError
 
@@ -42,8 +50,25 @@ class ConnectionConfig:
         return make_url(self.url).get_backend_name()
 
     @property
+    def family(self) -> str:
+        """``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"sqlite"``."""
+        return dialect_family(self.dialect)
+
+    @property
     def redacted_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in a message: the URL and its password."""
+        url = make_url(self.url)
+        out = [self.url, url.render_as_string(hide_password=False)]
+        if url.password:
+            out.append(str(url.password))
+        return [s for s in out if s]
+
+
+def dialect_family(name: str) -> str:
+    return "mysql" if name in ("mysql", "mariadb") else name
 
 
 def parse_connections(raw: Mapping[str, Any]) -> dict[str, ConnectionConfig]:
@@ -98,6 +123,7 @@ class ConnectionRegistry:
     def __init__(self, connections: Mapping[str, Any] | None = None) -> None:
         self._configs = parse_connections(connections or {})
         self._engines: dict[str, AsyncEngine] = {}
+        self._control_engines: dict[str, AsyncEngine] = {}
         self._lock = asyncio.Lock()
 
     def names(self) -> list[str]:
@@ -123,7 +149,120 @@ class ConnectionRegistry:
             self._engines[name] = engine
         return engine
 
+    def get_control_engine(self, name: str) -> AsyncEngine:
+        """Engine for out-of-band control statements on connection ``name`` (cancelling a
+        running query). No pool: it never competes with steps for pooled connections, and it
+        holds no idle connection. Autocommit: a control statement takes effect at once."""
+        engine = self._control_engines.get(name)
+        if engine is None:
+            cfg = self.config(name)
+            options = {k: v for k, v in cfg.engine_options.items() if k == "connect_args"}
+            engine = create_async_engine(
+                cfg.url, poolclass=NullPool, isolation_level="AUTOCOMMIT", **options
+            )
+            self._control_engines[name] = engine
+        return engine
+
     async def dispose(self) -> None:
-        engines, self._engines = list(self._engines.values()), {}
+        engines = [*self._engines.values(), *self._control_engines.values()]
+        self._engines, self._control_engines = {}, {}
         for engine in engines:
             await engine.dispose()
+
+
+# -- stopping work on a pooled connection from outside it ---------------------------------------
+
+_SESSION_KEY = "jobscheduler.server_session"
+# COM_SET_OPTION / MYSQL_OPTION_MULTI_STATEMENTS_OFF (MariaDB/MySQL client protocol).
+_COM_SET_OPTION = 0x1B
+_MULTI_STATEMENTS_OFF = 1
+
+
+@dataclass(frozen=True)
+class ServerSession:
+    """Identity of the server session behind one pooled connection.
+
+    ``server_id`` is the PostgreSQL backend pid or the MariaDB ``CONNECTION_ID()``;
+    ``driver`` is the driver's connection object (used for SQLite's ``interrupt()``).
+    """
+
+    family: str
+    server_id: int | None
+    driver: Any = field(repr=False, compare=False)
+
+    async def cancel_query(self, control: AsyncConnection | None) -> None:
+        """Ask the server to stop the statement running in this session (if any).
+
+        The session stays open; the statement fails with the server's "cancelled" error.
+        """
+        if self.family == "sqlite":
+            await self.driver.interrupt()  # sqlite3_interrupt: thread-safe, not queued
+        elif control is not None and self.server_id is not None:
+            if self.family == "postgresql":
+                await control.execute(
+                    text("SELECT pg_cancel_backend(:pid)"), {"pid": self.server_id}
+                )
+            elif self.family == "mysql":
+                await control.exec_driver_sql(f"KILL QUERY {int(self.server_id)}")
+
+    async def terminate(self, control: AsyncConnection | None) -> None:
+        """Last resort: end the whole server session (the connection is discarded anyway)."""
+        if self.family == "sqlite":
+            await self.driver.interrupt()
+        elif control is not None and self.server_id is not None:
+            if self.family == "postgresql":
+                await control.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": self.server_id}
+                )
+            elif self.family == "mysql":
+                await control.exec_driver_sql(f"KILL CONNECTION {int(self.server_id)}")
+
+
+async def server_session(conn: AsyncConnection) -> ServerSession:
+    """The :class:`ServerSession` of ``conn``, set up once per DBAPI connection.
+
+    MariaDB/MySQL: the first time a pooled connection is used, multi-statement mode is
+    switched off (aiomysql always requests it at handshake, and a batch such as
+    ``INSERT ...; SELECT bogus`` would otherwise commit its first half and the error of the
+    second would be swallowed when the cursor closes), and ``CONNECTION_ID()`` is read (the
+    handshake's thread id is only 32 bits wide). Both are cached in the connection's ``info``,
+    which SQLAlchemy clears whenever the DBAPI connection is replaced.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    family = dialect_family(conn.dialect.name)
+    cached = conn.info.get(_SESSION_KEY)
+    if isinstance(cached, ServerSession) and cached.driver is driver:
+        return cached
+    server_id: int | None = None
+    if family == "postgresql":
+        server_id = int(driver.get_server_pid())
+    elif family == "mysql":
+        # No public aiomysql API for COM_SET_OPTION; the server answers with EOF or ERR
+        # (``_read_packet`` raises on ERR).
+        try:
+            await driver._execute_command(_COM_SET_OPTION, struct.pack("<H", _MULTI_STATEMENTS_OFF))
+            await driver._read_packet()
+        except Exception as exc:  # raw driver error: give it SQLAlchemy's shape
+            raise DBAPIError("COM_SET_OPTION MULTI_STATEMENTS_OFF", None, exc) from exc
+        server_id = int((await conn.exec_driver_sql("SELECT CONNECTION_ID()")).scalar_one())
+    session = ServerSession(family, server_id, driver)
+    conn.info[_SESSION_KEY] = session
+    return session
+
+
+async def start_read_only(conn: AsyncConnection, family: str) -> None:
+    """Make the transaction ``conn`` is about to run read-only (first statement in it)."""
+    if family == "postgresql":
+        await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    elif family == "mysql":
+        # Ends the implicit transaction of any setup query and starts a read-only one.
+        await conn.exec_driver_sql("START TRANSACTION READ ONLY")
+    elif family == "sqlite":
+        await conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+async def end_read_only(conn: AsyncConnection, family: str) -> None:
+    """Undo what :func:`start_read_only` left on the session (SQLite's pragma only)."""
+    if family == "sqlite":
+        await conn.exec_driver_sql("PRAGMA query_only = OFF")

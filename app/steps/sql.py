@@ -1,15 +1,498 @@
-"""SqlStep (work in progress: being implemented)."""
+"""SqlStep: one SQL statement on a named, server-side configured connection.
+
+How a run goes:
+
+* The connection comes from the :class:`ConnectionRegistry` (one pooled engine per name).
+* Parameters are resolved (``{"$from": ...}`` references) and always *bound*: the SQL text is
+  parsed by SQLAlchemy's ``text()`` for ``:name`` placeholders and never formatted. A list
+  value binds as an expanding parameter (``WHERE id IN (:ids)`` or ``IN :ids``); an object
+  value binds as its JSON text. Names used by the query and names given must match exactly.
+  A ``:name`` directly followed by ``::`` is not a placeholder: write ``CAST(:name AS type)``.
+* The statement runs in one transaction: committed on success, rolled back on any error.
+  On a ``read_only`` connection the transaction is read-only (PostgreSQL ``SET TRANSACTION
+  READ ONLY``, MariaDB ``START TRANSACTION READ ONLY``, SQLite ``PRAGMA query_only``); this
+  guards against mistakes, a read-only database role is what makes it a security boundary.
+* Rows become JSON-safe objects (see :mod:`app.steps.sql_values`), capped by
+  ``max_result_rows`` and ``max_output_bytes`` with a ``truncated`` flag.
+
+Cancellation (the engine's ``asyncio.timeout`` or ``task.cancel()``) stops the statement *on
+the server*. The statement runs in a worker task the step awaits through ``asyncio.shield``;
+when the step is cancelled it asks the server to stop the statement (PostgreSQL
+``pg_cancel_backend(pid)`` and MariaDB ``KILL QUERY <CONNECTION_ID()>`` on a separate
+un-pooled connection, SQLite ``sqlite3_interrupt``), repeating the request until the driver
+returns (a request that lands just before the statement starts is otherwise lost), waits for
+the worker, and only then re-raises ``CancelledError``. A PostgreSQL or MariaDB connection
+that was sent a cancel is discarded, never returned to the pool. If the server does not stop
+within ``kill_grace_seconds`` the session is terminated (``pg_terminate_backend`` /
+``KILL CONNECTION``). The clean-up finishes even if the step is cancelled again meanwhile.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import enum
+import logging
+import re
+from collections.abc import Coroutine, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import BindParameter, TextClause
+
+from app.domain.enums import StepStatus
+from app.domain.errors import ConfigurationError, FieldError
 from app.domain.models import StepExecutionResult
 from app.steps.base import ExecutionStep
+from app.steps.connections import (
+    ConnectionConfig,
+    ConnectionRegistry,
+    ServerSession,
+    end_read_only,
+    server_session,
+    start_read_only,
+)
+from app.steps.context import REFERENCE_KEY
 from app.steps.generated.sql import SqlStepConfig
+from app.steps.sql_values import JsonValue, cap_rows, dumps, to_json_safe, unique_column_names
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 2000
+_SCALARS = (str, int, float, bool, type(None))
 
 
 class SqlStep(ExecutionStep):
+    """SQL query execution step"""
+
     step_type = "sql"
     config_model = SqlStepConfig
 
+    # -- configuration ------------------------------------------------------------------------
+    @classmethod
+    def extra_checks(cls, step_config: dict[str, Any], prefix: str) -> list[FieldError]:
+        """Placeholders in the query and parameter names must match; list values must hold
+        scalars (checked again at run time, after references are resolved)."""
+        query = step_config.get("query")
+        params = step_config.get("parameters") or {}
+        if not isinstance(query, str) or not isinstance(params, dict):
+            return []
+        field = f"{prefix}.parameters" if prefix else "parameters"
+        errors = [FieldError(field, p) for p in parameter_problems(query, params)]
+        for name, value in params.items():
+            if isinstance(value, list):
+                problem = _list_problem(value, allow_references=True)
+                if problem:
+                    errors.append(FieldError(f"{field}.{name}", problem))
+        return errors
+
+    # -- execution ------------------------------------------------------------------------------
     async def execute(self) -> StepExecutionResult:
-        raise NotImplementedError
+        """
+        Execute SQL query
+
+        Returns:
+            Step result with query output and metadata. ``output`` is the JSON text of the
+            (capped) rows of a row-returning statement run with ``fetch_results``, else None.
+        """
+        result = self.new_result()
+        name = str(self.step_config.get("connection_name") or "")
+        query = str(self.step_config.get("query") or "")
+        try:
+            cfg = self.context.resources.connections.config(name)
+        except ConfigurationError as exc:
+            return self.finish(result, StepStatus.FAILED, error=str(exc), connection_name=name)
+        meta: dict[str, Any] = {"connection_name": name, "dialect": cfg.family}
+
+        parameters = self.resolved_parameters()  # a bad reference raises StepExecutionError
+        problems = parameter_problems(query, parameters)
+        for pname, value in parameters.items():
+            problem = (
+                _list_problem(value, allow_references=False) if isinstance(value, list) else None
+            )
+            if problem:
+                problems.append(f"{pname}: {problem}")
+        if problems:
+            return self.finish(
+                result, StepStatus.FAILED, error="parameters: " + "; ".join(problems), **meta
+            )
+
+        try:
+            rows, affected = await self._execute_query(query, parameters)
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            return self.finish(
+                result, StepStatus.FAILED, error=describe_error(exc, cfg.secrets()), **meta
+            )
+
+        columns = rows.columns if rows else []
+        kept = rows.rows if rows else []
+        truncated = rows.truncated if rows else False
+        self.context.set_step_output(
+            self.step_id,
+            {
+                "rows": kept,
+                "columns": columns,
+                "row_count": len(kept),
+                "affected_rows": affected,
+                "truncated": truncated,
+            },
+        )
+        return self.finish(
+            result,
+            StepStatus.SUCCESS,
+            output=rows.json_text if rows is not None and rows.fetched else None,
+            columns=columns,
+            row_count=len(kept),
+            affected_rows=affected,
+            truncated=truncated,
+            **meta,
+        )
+
+    async def _execute_query(
+        self, query: str, parameters: dict[str, Any]
+    ) -> tuple[QueryRows | None, int | None]:
+        """
+        Execute SQL query with parameters
+
+        Returns:
+            Tuple of (results, affected_rows): ``results`` is None when the statement returns
+            no rows; ``affected_rows`` is the driver's row count, None when it has none.
+
+        Raises:
+            SQLAlchemyError: the database refused or failed the statement (rolled back)
+            asyncio.CancelledError: after the statement was stopped on the server
+        """
+        registry = self.context.resources.connections
+        name = str(self.step_config.get("connection_name") or "")
+        cfg = registry.config(name)
+        engine = self.context.get_connection(name)
+        statement, values = build_statement(query, parameters)
+        state = _RunState()
+        worker = asyncio.create_task(
+            self._run_statement(engine, cfg, statement, values, state),
+            name=f"sql-step:{self.context.execution_id}:{self.step_id}",
+        )
+        try:
+            return await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            await _finish_despite_cancellation(
+                self._abort(worker, state, registry, cfg),
+                name=f"sql-step-abort:{self.context.execution_id}:{self.step_id}",
+            )
+            raise
+
+    # -- the worker: owns the pooled connection from checkout to return ----------------------
+    async def _run_statement(
+        self,
+        engine: AsyncEngine,
+        cfg: ConnectionConfig,
+        statement: TextClause,
+        values: dict[str, Any],
+        state: _RunState,
+    ) -> tuple[QueryRows | None, int | None]:
+        family = cfg.family
+        async with engine.connect() as conn:
+            state.phase = _Phase.SETUP
+            try:
+                state.session = await server_session(conn)
+                if cfg.read_only:
+                    await start_read_only(conn, family)
+                state.check_abort()
+                state.phase = _Phase.EXECUTING
+                try:
+                    cursor = await conn.execute(statement, values)
+                finally:
+                    state.phase = _Phase.FINISHING
+                state.check_abort()
+                outcome = self._collect(cursor)
+                state.check_abort()
+                await conn.commit()
+            except BaseException:
+                await _undo(conn, family, aborted=state.aborting)
+                raise
+            finally:
+                if cfg.read_only and family == "sqlite" and not conn.invalidated:
+                    await _reset_read_only(conn, family)
+            return outcome
+
+    def _collect(self, cursor: CursorResult[Any]) -> tuple[QueryRows | None, int | None]:
+        rowcount = cursor.rowcount
+        affected = rowcount if rowcount is not None and rowcount >= 0 else None
+        if not cursor.returns_rows:
+            return None, affected
+        columns = unique_column_names(cursor.keys())
+        try:
+            if not self.step_config.get("fetch_results", True):
+                return QueryRows(columns, [], False, "[]", fetched=False), affected
+            limits = self.context.resources
+            capped = cap_rows(
+                columns, cursor, max_rows=limits.max_result_rows, max_bytes=limits.max_output_bytes
+            )
+            return QueryRows(columns, capped.rows, capped.truncated, capped.json_text), affected
+        finally:
+            cursor.close()
+
+    # -- cancellation -----------------------------------------------------------------------
+    async def _abort(
+        self,
+        worker: asyncio.Task[tuple[QueryRows | None, int | None]],
+        state: _RunState,
+        registry: ConnectionRegistry,
+        cfg: ConnectionConfig,
+    ) -> None:
+        """Stop the worker's statement on the server, then wait for the worker to end."""
+        state.aborting = True
+        grace = max(float(self.context.resources.kill_grace_seconds), 0.1)
+        try:
+            if worker.done():
+                return
+            if state.phase is _Phase.EXECUTING and state.session is not None:
+                await _stop_on_server(worker, state.session, registry, cfg, grace)
+            if not worker.done():
+                # Not (or no longer) in a statement: checkout, setup or commit. Cancelling
+                # makes SQLAlchemy discard the connection.
+                worker.cancel()
+                await asyncio.wait({worker}, timeout=grace)
+            if not worker.done():
+                log.error("SQL step %s: worker did not stop within %.1fs", self.step_id, grace)
+                _orphan(worker)
+        finally:
+            if worker.done() and not worker.cancelled():
+                worker.exception()  # retrieved: the step reports the cancellation instead
+
+
+class _Phase(enum.Enum):
+    CONNECTING = "connecting"
+    SETUP = "setup"
+    EXECUTING = "executing"
+    FINISHING = "finishing"
+
+
+class _Aborted(Exception):
+    """The step was cancelled: the worker stops instead of committing."""
+
+
+@dataclass
+class _RunState:
+    phase: _Phase = _Phase.CONNECTING
+    session: ServerSession | None = None
+    aborting: bool = False
+
+    def check_abort(self) -> None:
+        if self.aborting:
+            raise _Aborted
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """Rows of a row-returning statement, converted and capped."""
+
+    columns: list[str]
+    rows: list[dict[str, JsonValue]]
+    truncated: bool
+    json_text: str
+    fetched: bool = True
+
+
+# -- statement and parameters ---------------------------------------------------------------------
+
+
+def query_parameter_names(query: str) -> set[str]:
+    """Names of the ``:name`` placeholders SQLAlchemy's ``text()`` finds in ``query``."""
+    return set(text(query).compile().params)
+
+
+def parameter_problems(query: str, parameters: Mapping[str, Any]) -> list[str]:
+    used = query_parameter_names(query)
+    problems = []
+    missing = sorted(used - set(parameters))
+    unused = sorted(set(parameters) - used)
+    if missing:
+        problems.append(
+            "the query uses :"
+            + ", :".join(missing)
+            + " but no value is given (a literal colon before a name is written \\:)"
+        )
+    if unused:
+        problems.append(
+            "given but not used by the query: "
+            + ", ".join(unused)
+            + " (write placeholders as :name; use CAST(:name AS type), not :name::type)"
+        )
+    return problems
+
+
+def _list_problem(items: list[Any], *, allow_references: bool) -> str | None:
+    for item in items:
+        if isinstance(item, _SCALARS):
+            continue
+        if allow_references and isinstance(item, dict) and REFERENCE_KEY in item:
+            continue
+        return "a list parameter may hold only strings, numbers, booleans and nulls"
+    return None
+
+
+def build_statement(query: str, parameters: Mapping[str, Any]) -> tuple[TextClause, dict[str, Any]]:
+    """``text(query)`` with list parameters marked expanding, and the values to bind.
+
+    An expanding parameter renders its own parentheses (``IN :ids`` -> ``IN ($1, $2)``), so
+    the natural spelling ``IN (:ids)`` is reduced to ``IN :ids`` for list parameters (it
+    would otherwise become the row value ``IN (($1, $2))``).
+    """
+    for name, value in parameters.items():
+        if isinstance(value, list):
+            query = re.sub(rf"\(\s*:{re.escape(name)}\s*\)", f":{name}", query)
+    statement = text(query)
+    expanding: list[BindParameter[Any]] = [
+        bindparam(name, expanding=True) for name, v in parameters.items() if isinstance(v, list)
+    ]
+    if expanding:
+        statement = statement.bindparams(*expanding)
+    values = {
+        name: dumps(to_json_safe(v)) if isinstance(v, dict) else v for name, v in parameters.items()
+    }
+    return statement, values
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException, secrets: list[str]) -> str:
+    """A concise message from the driver: no SQL echo, no parameters, no URL or password."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        message = _driver_message(exc.orig)
+    elif isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        message = str(orig) if orig is not None else (str(exc.args[0]) if exc.args else "")
+        message = f"{type(exc).__name__}: {message}"
+    elif isinstance(exc, OSError):
+        message = f"cannot reach the database: {exc}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            message = message.replace(secret, "***")
+    if len(message) > MAX_ERROR_LENGTH:
+        message = message[: MAX_ERROR_LENGTH - 3] + "..."
+    return message
+
+
+def _driver_message(orig: BaseException) -> str:
+    # asyncpg errors reach us wrapped by SQLAlchemy's adapter: the native one is the cause.
+    native = orig.__cause__ if orig.__cause__ is not None else orig
+    kind = type(native).__name__
+    sqlstate = getattr(native, "sqlstate", None)
+    args: tuple[Any, ...] = tuple(getattr(native, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (errno, message)
+        codes = f"MySQL {args[0]}" + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+        return f"{kind}: {args[1]} [{codes}]"
+    message = str(native)
+    detail = getattr(native, "detail", None)  # asyncpg: e.g. "Key (id)=(1) already exists."
+    if detail:
+        message += f" ({detail})"
+    return f"{kind}: {message}" + (f" [SQLSTATE {sqlstate}]" if sqlstate else "")
+
+
+# -- connection clean-up and cancellation helpers ---------------------------------------------
+
+
+async def _undo(conn: AsyncConnection, family: str, *, aborted: bool) -> None:
+    """Roll back; discard the connection instead if it may carry a stray cancel request."""
+    if conn.invalidated:
+        return
+    if aborted and family != "sqlite":
+        await conn.invalidate()
+        return
+    try:
+        await conn.rollback()
+    except Exception:
+        log.warning("rollback failed; discarding the connection", exc_info=True)
+        await conn.invalidate()
+
+
+async def _reset_read_only(conn: AsyncConnection, family: str) -> None:
+    try:
+        await end_read_only(conn, family)
+        await conn.commit()
+    except Exception:
+        log.warning("could not reset read-only mode; discarding the connection", exc_info=True)
+        await conn.invalidate()
+
+
+async def _stop_on_server(
+    worker: asyncio.Task[Any],
+    session: ServerSession,
+    registry: ConnectionRegistry,
+    cfg: ConnectionConfig,
+    grace: float,
+) -> None:
+    """Ask the server to cancel the running statement until the worker returns; terminate the
+    session if it has not within ``grace`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    interval = 0.05 if session.family == "sqlite" else 0.25
+    async with AsyncExitStack() as stack:
+        control: AsyncConnection | None = None
+        if session.family != "sqlite":
+            try:
+                control = await stack.enter_async_context(
+                    registry.get_control_engine(cfg.name).connect()
+                )
+            except Exception as exc:
+                log.warning(
+                    "cannot open a control connection to cancel a query on %r: %s",
+                    cfg.name,
+                    describe_error(exc, cfg.secrets()),
+                )
+                return
+        while not worker.done() and loop.time() < deadline:
+            try:
+                await session.cancel_query(control)
+            except Exception as exc:
+                log.warning("cancel request failed: %s", describe_error(exc, cfg.secrets()))
+                return
+            await asyncio.wait({worker}, timeout=min(interval, max(deadline - loop.time(), 0)))
+        if not worker.done():
+            log.warning(
+                "query on %r ignored cancel for %.1fs; terminating session", cfg.name, grace
+            )
+            try:
+                await session.terminate(control)
+            except Exception as exc:
+                log.warning("terminate failed: %s", describe_error(exc, cfg.secrets()))
+            await asyncio.wait({worker}, timeout=grace)
+
+
+async def _finish_despite_cancellation(cleanup: Coroutine[Any, Any, None], *, name: str) -> None:
+    """Run ``cleanup`` to its end even if the caller is cancelled again meanwhile (it is
+    bounded by the grace periods); the caller re-raises its own cancellation afterwards."""
+    task = asyncio.create_task(cleanup, name=name)
+    while True:
+        try:
+            await asyncio.shield(task)
+            return
+        except asyncio.CancelledError:
+            if task.done():
+                return
+        except Exception:
+            log.exception("clean-up after cancelling a SQL step failed")
+            return
+
+
+_orphans: set[asyncio.Task[Any]] = set()
+
+
+def _orphan(task: asyncio.Task[Any]) -> None:
+    """Keep a worker that would not stop referenced until it does (and its error read)."""
+    _orphans.add(task)
+
+    def _done(t: asyncio.Task[Any]) -> None:
+        _orphans.discard(t)
+        if not t.cancelled():
+            t.exception()
+
+    task.add_done_callback(_done)

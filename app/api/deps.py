@@ -1,0 +1,71 @@
+"""FastAPI dependencies and the engine built from settings (with ``app.main``, the only
+place that reads settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.api.service import ModernJobAPI
+from app.domain.errors import EngineNotRunningError
+from app.engine.engine import NewExecutionEngine
+from app.engine.memory_store import InMemoryExecutionStore
+from app.engine.ports import ExecutionStore
+from app.persistence import SqlExecutionStore, upgrade_to_head
+from app.settings import Settings
+from app.steps.connections import ConnectionRegistry
+from app.steps.resources import StepResources
+
+
+def load_settings() -> Settings:
+    """Settings from the V2_* environment."""
+    return Settings()
+
+
+def build_store(settings: Settings) -> ExecutionStore:
+    """The database store at ``V2_DATABASE_URL`` (migrated at startup when
+    ``V2_AUTO_MIGRATE``); ``memory://`` keeps everything in process memory instead."""
+    if settings.database_url == "memory://":
+        return InMemoryExecutionStore()
+    return SqlExecutionStore(settings.database_url, max_output_chars=settings.max_output_bytes)
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Upgrade the database to the latest revision when ``V2_AUTO_MIGRATE`` is on."""
+    if settings.auto_migrate and settings.database_url != "memory://":
+        await upgrade_to_head(settings.database_url)
+
+
+def build_engine(settings: Settings, store: ExecutionStore | None = None) -> NewExecutionEngine:
+    """A NewExecutionEngine configured from ``settings`` (default store: ``build_store``)."""
+    return NewExecutionEngine(
+        settings.max_workers,
+        settings.default_timeout,
+        queue_max_concurrent=settings.queue_max_concurrent,
+        store=store if store is not None else build_store(settings),
+        resources=StepResources(
+            connections=ConnectionRegistry(settings.connections),
+            powershell_executable=settings.powershell_executable,
+            shell_executable=settings.shell_executable,
+            max_output_bytes=settings.max_output_bytes,
+            max_result_rows=settings.max_result_rows,
+            kill_grace_seconds=settings.kill_grace_seconds,
+        ),
+        enable_step_caching=settings.enable_step_caching,
+        schedule_grace_seconds=settings.schedule_grace_seconds,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        misfire_grace_seconds=settings.misfire_grace_seconds,
+        history_retention_days=settings.history_retention_days,
+    )
+
+
+def get_job_api(request: Request) -> ModernJobAPI:
+    """The app's ModernJobAPI; 503 (EngineNotRunningError) before startup or after shutdown."""
+    api: ModernJobAPI | None = getattr(request.app.state, "job_api", None)
+    if api is None:
+        raise EngineNotRunningError("the service is not started")
+    return api
+
+
+JobAPIDep = Annotated[ModernJobAPI, Depends(get_job_api)]

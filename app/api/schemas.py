@@ -1,0 +1,321 @@
+"""Request and response models of the v2 HTTP API (named by role: ``...Create``, ``...Read``).
+
+The step list of a job is a discriminated union on ``type`` over the models generated from
+``app/steps/schemas/*.json``, so the OpenAPI document shows every step type's fields, defaults
+and required/anyOf rules. Request models are strict (``"3"`` is not an integer, ``1`` is not a
+boolean) and forbid unknown fields, so the server accepts exactly what the contract says.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.domain.enums import JobStatus, StepStatus
+from app.domain.timeutil import is_valid_timezone
+from app.steps.generated import powershell as _powershell
+from app.steps.generated import shell as _shell
+from app.steps.generated import sql as _sql
+
+_STRICT = ConfigDict(strict=True)
+
+
+# The generated models, made strict. They keep their names (the OpenAPI component names and
+# the anyOf rules restored by StepConfigBase are looked up by them) and their docstrings.
+class SqlStepConfig(_sql.SqlStepConfig):
+    __doc__ = _sql.SqlStepConfig.__doc__
+    model_config = _STRICT
+
+
+class PowerShellStepConfig(_powershell.PowerShellStepConfig):
+    __doc__ = _powershell.PowerShellStepConfig.__doc__
+    model_config = _STRICT
+
+
+class ShellStepConfig(_shell.ShellStepConfig):
+    __doc__ = _shell.ShellStepConfig.__doc__
+    model_config = _STRICT
+
+
+StepCreate = Annotated[
+    SqlStepConfig | PowerShellStepConfig | ShellStepConfig,
+    Field(discriminator="type"),
+]
+
+#: The names of the step types the HTTP API accepts (the discriminator values).
+API_STEP_TYPES = ("sql", "powershell", "shell")
+
+#: A job that succeeds on any machine with /bin/sh (Swagger UI's "Try it out" runs it).
+EXAMPLE_JOB: dict[str, Any] = {
+    "job_id": "hello-world",
+    "job_name": "Hello world",
+    "description": "Prints a greeting with the shell step.",
+    "timezone": "Europe/Berlin",
+    "steps": [
+        {
+            "step_id": "greet",
+            "step_name": "Say hello",
+            "type": "shell",
+            "script": 'echo "hello from $WHO"',
+            "parameters": {"WHO": "job scheduler v2"},
+            "timeout": 30,
+        }
+    ],
+    "max_retries": 0,
+    "timeout_seconds": 60,
+}
+
+EXAMPLE_FAILING_JOB: dict[str, Any] = {
+    "job_id": "nightly-export",
+    "job_name": "Nightly export",
+    "timezone": "UTC",
+    "steps": [
+        {"step_id": "prepare", "type": "shell", "script": "echo preparing"},
+        {
+            "step_id": "export",
+            "type": "shell",
+            "script": "echo 'disk full' >&2; exit 3",
+            "continue_on_failure": False,
+        },
+        {"step_id": "notify", "type": "shell", "script": "echo done"},
+    ],
+}
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        valid = is_valid_timezone(value)
+    except OSError:  # e.g. "America" names a directory of the tz database
+        valid = False
+    if not valid:
+        raise ValueError(f"unknown IANA timezone {value!r}")
+    return value
+
+
+class JobCreate(BaseModel):
+    """A job definition: an ordered list of steps bound to an IANA timezone."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_JOB]}
+    )
+
+    job_id: str = Field(min_length=1, max_length=100, description="Identifier of the job.")
+    job_name: str = Field(min_length=1, max_length=255, description="Human-readable name.")
+    description: str = Field("", max_length=10_000)
+    timezone: str = Field(
+        "UTC",
+        min_length=1,
+        max_length=50,
+        description="IANA timezone the job belongs to: its queue, and the zone naive "
+        "scheduled times are read in.",
+        examples=["Europe/Berlin"],
+    )
+    steps: list[StepCreate] = Field(
+        min_length=1,
+        description="Steps run in order. A failed step stops the job (later steps skipped) "
+        "unless it sets continue_on_failure. The server limits the number of steps per job "
+        "(V2_MAX_STEPS_PER_JOB).",
+    )
+    enabled: bool = Field(True, description="A disabled job cannot be scheduled.")
+    max_retries: int = Field(
+        0, ge=0, le=100, description="Re-runs of a failed or timed-out attempt."
+    )
+    timeout_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Timeout of one attempt in seconds; absent: the server default "
+        "(V2_DEFAULT_TIMEOUT).",
+    )
+    retry_delay_seconds: float = Field(0.0, ge=0, le=3600, description="Wait before a retry.")
+    retry_exponential_backoff: bool = Field(
+        False, description="Double the retry delay after each attempt."
+    )
+    schedule_config: dict[str, Any] | None = Field(
+        None,
+        description='Recurring schedule: {"type": "cron", "expression": "0 2 * * *"}, '
+        '{"type": "interval", "every_seconds": 3600} or {"type": "once", "at": "..."}.',
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form data kept with the job."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class ScheduleCreate(BaseModel):
+    """A job and the time to run it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"job": EXAMPLE_JOB, "scheduled_time": "2035-01-15T09:30:00"}]
+        },
+    )
+
+    job: JobCreate
+    scheduled_time: str = Field(
+        min_length=1,
+        max_length=64,
+        description="ISO 8601 date-time. With an offset (`2035-01-15T08:30:00Z`, "
+        "`...+01:00`) it is an instant. Without one it is wall-clock time in the job's "
+        "timezone: a time that does not exist there (skipped by a DST change) is refused, "
+        "an ambiguous one (repeated hour) means its first occurrence.",
+        examples=["2035-01-15T09:30:00", "2035-01-15T08:30:00Z"],
+    )
+
+
+# -- responses ------------------------------------------------------------------------------
+class StepExecutionRead(BaseModel):
+    """One step of an execution."""
+
+    step_id: str
+    step_name: str
+    step_type: str
+    status: StepStatus
+    success: bool
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration_seconds: float = 0.0
+    output: str | None = Field(None, description="The step's output (stdout, result rows).")
+    error_message: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionRead(BaseModel):
+    """An execution of a job: its status and every step of its latest attempt."""
+
+    execution_id: str
+    job_id: str
+    job_name: str
+    status: JobStatus
+    success: bool = Field(description="True only when the status is `success`.")
+    timezone: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration_seconds: float = 0.0
+    steps: list[StepExecutionRead] = Field(default_factory=list)
+    error_message: str | None = None
+    retry_count: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    trigger: str | None = Field(
+        None, description="How it started: `now`, `queued`, `scheduled` or `schedule`."
+    )
+    current_step: str | None = Field(None, description="The step running now, if any.")
+    scheduled_for: datetime | None = Field(None, description="When a scheduled run was due.")
+
+
+class ExecutionAcceptedRead(BaseModel):
+    """An execution that was started and is not awaited (`?wait=false`)."""
+
+    execution_id: str
+    status: JobStatus
+    status_url: str = Field(description="URL of the execution (also in the Location header).")
+
+
+class ScheduleRead(BaseModel):
+    """A scheduled execution."""
+
+    execution_id: str
+    job_id: str
+    status: JobStatus
+    scheduled_time_utc: datetime
+    scheduled_time_local: datetime = Field(
+        description="The same instant in the job's timezone, with its UTC offset."
+    )
+    timezone: str
+    status_url: str = Field(description="URL of the execution.")
+
+
+class QueueStatusRead(BaseModel):
+    """One timezone queue."""
+
+    timezone: str
+    running: bool
+    max_concurrent: int
+    depth: int = Field(description="Jobs waiting for a slot.")
+    active: int = Field(description="Queued jobs running now.")
+    active_immediate: int = Field(description="Jobs executed now (execute endpoint) running.")
+    peak_active: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class EngineHealthRead(BaseModel):
+    """Health of the execution engine."""
+
+    status: str = Field(description="`running`, `stopping`, `stopped` or `failed`.")
+    healthy: bool
+    failure: str | None = None
+    store_reachable: bool
+    started_at: datetime | None = None
+    uptime_seconds: float
+    max_workers: int
+    active_workers: int
+    peak_workers: int
+    queued: int
+    scheduled_pending: int
+    default_timeout: int
+    queue_max_concurrent: int
+    step_caching: bool
+    timezones: list[str]
+
+
+class EngineStatusRead(BaseModel):
+    """Engine health, every timezone queue and the executions running now."""
+
+    engine: EngineHealthRead
+    queues: dict[str, QueueStatusRead]
+    active_executions: list[ExecutionRead]
+
+
+class StepTypeRead(BaseModel):
+    """A step type and the JSON schema of its configuration."""
+
+    type: str
+    title: str | None = None
+    description: str | None = None
+    config_schema: dict[str, Any] = Field(description="JSON schema of the step's configuration.")
+
+
+class StepTypeListRead(BaseModel):
+    step_types: list[StepTypeRead]
+
+
+class HealthRead(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessRead(BaseModel):
+    status: Literal["ready"] = "ready"
+    engine_running: bool
+    store_reachable: bool
+
+
+class ProblemFieldError(BaseModel):
+    """One problem with one request field."""
+
+    field: str = Field(
+        description="Path of the field: `steps[0].query`, `job.timezone`, `scheduled_time`; "
+        "`body` for the request body as a whole."
+    )
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every 4xx and 5xx answer."""
+
+    type: str = Field("about:blank", description="URI identifying the kind of problem.")
+    title: str = Field(description="Short summary of the kind of problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str | None = Field(None, description="What went wrong this time.")
+    instance: str | None = Field(None, description="The request path.")
+    errors: list[ProblemFieldError] = Field(
+        default_factory=list, description="Field errors (validation problems)."
+    )

@@ -1,0 +1,139 @@
+"""JobService: stored job definitions with schedules, as callers (API, Python) use them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app.domain.errors import ConfigurationError, FieldError
+from app.domain.jobs import JobNotFoundError, JobPage, JobQuery, StoredJob
+from app.domain.models import JobDefinition, JobExecutionResult
+from app.domain.records import ExecutionQuery
+from app.domain.schedule_config import validate_schedule_config
+from app.domain.schedules import FireTime, build_schedule, upcoming
+from app.domain.timeutil import is_valid_timezone, utc_now
+from app.engine.ports import JobStore
+from app.engine.runner import Execution
+
+if TYPE_CHECKING:
+    from app.engine.engine import NewExecutionEngine
+
+MAX_PREVIEW = 500
+
+
+class JobService:
+    def __init__(
+        self,
+        engine: NewExecutionEngine,
+        store: JobStore,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._clock = clock
+
+    # -- definitions ----------------------------------------------------------------------
+    async def create(self, job: JobDefinition) -> StoredJob:
+        job.validate()
+        now = self._clock()
+        job.created_at = job.updated_at = now
+        stored = await self._store.create_job(job, next_fire_at=self._next_fire(job, now))
+        self._engine.wake_recurring()
+        return stored
+
+    async def get(self, job_id: str) -> StoredJob:
+        stored = await self._store.get_job(job_id)
+        if stored is None:
+            raise JobNotFoundError(job_id)
+        return stored
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        return await self._store.list_jobs(query)
+
+    async def replace(self, job: JobDefinition, *, expected_version: int | None) -> StoredJob:
+        job.validate()
+        current = await self.get(job.job_id)
+        job.created_at = current.job.created_at
+        stored = await self._store.update_job(
+            job,
+            expected_version=expected_version,
+            next_fire_at=self._next_fire(job, self._clock()),
+        )
+        self._engine.wake_recurring()
+        return stored
+
+    async def patch(
+        self, job_id: str, changes: dict[str, Any], *, expected_version: int | None
+    ) -> StoredJob:
+        if "job_id" in changes and changes["job_id"] != job_id:
+            raise ConfigurationError([FieldError("job_id", "cannot be changed")])
+        current = await self.get(job_id)
+        data = current.job.to_dict()
+        data.update({k: v for k, v in changes.items() if k not in ("created_at", "updated_at")})
+        job = JobDefinition.from_dict(data)
+        return await self.replace(
+            job,
+            expected_version=expected_version if expected_version is not None else current.version,
+        )
+
+    async def set_enabled(
+        self, job_id: str, enabled: bool, *, expected_version: int | None = None
+    ) -> StoredJob:
+        return await self.patch(job_id, {"enabled": enabled}, expected_version=expected_version)
+
+    async def delete(self, job_id: str, *, expected_version: int | None = None) -> None:
+        if not await self._store.delete_job(job_id, expected_version=expected_version):
+            raise JobNotFoundError(job_id)
+
+    # -- running and previews -------------------------------------------------------------
+    async def run_now(self, job_id: str, *, requested_by: str | None = None) -> Execution:
+        stored = await self.get(job_id)
+        return await self._engine.submit_now(stored.job, requested_by=requested_by)
+
+    async def last_execution(self, job_id: str) -> JobExecutionResult | None:
+        page = await self._engine.store.list_executions(ExecutionQuery(job_id=job_id, limit=1))
+        return page.items[0] if page.items else None
+
+    async def next_runs(self, job_id: str, count: int) -> list[FireTime]:
+        stored = await self.get(job_id)
+        job = stored.job
+        if not job.schedule_config or not job.enabled:
+            return []
+        return self.preview(
+            job.schedule_config,
+            job.timezone,
+            after=self._clock(),
+            count=count,
+            created_at=job.created_at,
+        )
+
+    def preview(
+        self,
+        schedule_config: dict[str, Any],
+        timezone: str,
+        *,
+        after: datetime | None = None,
+        count: int = 10,
+        created_at: datetime | None = None,
+    ) -> list[FireTime]:
+        errors = validate_schedule_config(schedule_config)
+        if not is_valid_timezone(timezone):
+            errors.append(FieldError("timezone", f"unknown IANA timezone {timezone!r}"))
+        if not 1 <= count <= MAX_PREVIEW:
+            errors.append(FieldError("count", f"must be between 1 and {MAX_PREVIEW}"))
+        if after is not None and after.tzinfo is None:
+            errors.append(FieldError("after", "must carry a UTC offset"))
+        if errors:
+            raise ConfigurationError(errors)
+        start = after or self._clock()
+        schedule = build_schedule(schedule_config, timezone, created_at=created_at or start)
+        return upcoming(schedule, start, count)
+
+    def _next_fire(self, job: JobDefinition, now: datetime) -> datetime | None:
+        if not job.enabled or not job.schedule_config:
+            return None
+        schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
+        fire = schedule.next_fire(now)
+        return fire.at if fire is not None else None

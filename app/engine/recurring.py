@@ -1,0 +1,230 @@
+"""RecurringScheduler: turns stored jobs' schedules into scheduled runs, exactly once each.
+
+Each due fire of a job becomes a ``ScheduledRun`` with trigger ``schedule``; the store's unique
+key on (job_id, scheduled_for) makes a fire happen once however often it is evaluated (after
+a crash, or on several replicas), and ``advance_job`` moves the job's next fire with a
+compare-and-set. The next fire is always computed from the schedule (never "+24 h").
+
+Policies (``schedule_config.misfire_policy`` / ``overlap_policy``):
+
+* misfire ``run_once`` (default): of the fires that came due at once (the service was down or
+  busy), those within the misfire grace run once, as the latest of them; the others are
+  recorded as coalesced. ``run_all``: each fire within the grace runs (at most 10). ``skip``:
+  a fire runs only when it is on time (late by at most the schedule grace). Fires beyond the
+  misfire grace are always recorded as missed.
+* overlap ``skip`` (default): no new run while an earlier one of the job is queued or running;
+  ``allow``: runs side by side; ``queue``: the new run waits for the earlier ones to finish;
+  ``replace``: the earlier ones are cancelled first.
+
+Every fire that does not run is recorded in the history with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from app.domain.enums import JobStatus
+from app.domain.jobs import RUN_ALL_CAP, StoredJob, schedule_policies
+from app.domain.records import TRIGGER_SCHEDULE, DuplicateScheduledRunError, ScheduledRun
+from app.domain.schedules import build_schedule
+from app.domain.timeutil import utc_now
+from app.engine.ports import JobStore
+
+if TYPE_CHECKING:
+    from app.engine.engine import NewExecutionEngine
+
+log = logging.getLogger("app.engine.recurring")
+
+#: Fires enumerated per job per evaluation (a job missed for longer is summarised).
+MAX_FIRES_PER_EVALUATION = 1000
+
+
+class RecurringScheduler:
+    def __init__(
+        self,
+        engine: NewExecutionEngine,
+        jobs: JobStore,
+        *,
+        misfire_grace: timedelta,
+        on_time_tolerance: timedelta,
+        poll_interval_seconds: float = 1.0,
+        batch_size: int = 100,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._jobs = jobs
+        self._misfire_grace = misfire_grace
+        self._on_time = on_time_tolerance
+        self._poll = poll_interval_seconds
+        self._batch = batch_size
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            fired = await self.fire_due()
+            if fired >= self._batch:
+                continue
+            delay = self._poll
+            upcoming = await self._jobs.next_job_fire_time()
+            if upcoming is not None:
+                delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
+            self._wake.clear()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def fire_due(self) -> int:
+        now = self._clock()
+        due = await self._jobs.due_jobs(now, self._batch)
+        for stored in due:
+            try:
+                await self._fire_job(stored, now)
+            except Exception:  # one broken job must not stop every other job's schedule
+                log.exception("evaluating the schedule of job %s failed", stored.job_id)
+                await self._jobs.advance_job(
+                    stored.job_id,
+                    expected_next_fire_at=stored.next_fire_at or now,
+                    next_fire_at=None,
+                    last_fire_at=stored.next_fire_at or now,
+                )
+        return len(due)
+
+    async def _fire_job(self, stored: StoredJob, now: datetime) -> None:
+        job = stored.job
+        first = stored.next_fire_at
+        assert first is not None and job.schedule_config is not None
+        schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
+        fires = [first]
+        following = schedule.next_fire(first)
+        while following is not None and following.at <= now:
+            if len(fires) >= MAX_FIRES_PER_EVALUATION:
+                break
+            fires.append(following.at)
+            following = schedule.next_fire(following.at)
+        misfire, overlap = schedule_policies(job.schedule_config)
+        to_run, to_record = self._decide(fires, now, misfire)
+        for at, reason, status in to_record:
+            await self._record(stored, at, reason, status)
+        for at in to_run:
+            await self._run(stored, at, overlap)
+        moved = await self._jobs.advance_job(
+            job.job_id,
+            expected_next_fire_at=first,
+            next_fire_at=following.at if following is not None else None,
+            last_fire_at=fires[-1],
+        )
+        if not moved:
+            log.info("job %s was changed or fired elsewhere while it was evaluated", job.job_id)
+
+    def _decide(
+        self, fires: list[datetime], now: datetime, misfire: str
+    ) -> tuple[list[datetime], list[tuple[datetime, str, JobStatus]]]:
+        grace = self._misfire_grace.total_seconds()
+        record: list[tuple[datetime, str, JobStatus]] = []
+        within: list[datetime] = []
+        for at in fires:
+            late = (now - at).total_seconds()
+            if late > grace:
+                record.append(
+                    (
+                        at,
+                        f"missed: {late:.0f}s late, beyond the misfire grace of {grace:.0f}s",
+                        JobStatus.FAILED,
+                    )
+                )
+            else:
+                within.append(at)
+        if not within:
+            return [], record
+        if misfire == "run_all":
+            runs, rest = within[:RUN_ALL_CAP], within[RUN_ALL_CAP:]
+            record += [
+                (
+                    at,
+                    f"skipped: misfire_policy run_all catches up at most {RUN_ALL_CAP} fires",
+                    JobStatus.CANCELLED,
+                )
+                for at in rest
+            ]
+            return runs, record
+        last = within[-1]
+        if misfire == "skip" and now - last > self._on_time:
+            record += [
+                (
+                    at,
+                    f"skipped: misfire_policy skip does not run late fires "
+                    f"({(now - at).total_seconds():.0f}s late)",
+                    JobStatus.CANCELLED,
+                )
+                for at in within
+            ]
+            return [], record
+        record += [
+            (
+                at,
+                f"skipped: coalesced into the run for {last.isoformat()} "
+                f"(misfire_policy {misfire})",
+                JobStatus.CANCELLED,
+            )
+            for at in within[:-1]
+        ]
+        return [last], record
+
+    async def _record(
+        self, stored: StoredJob, at: datetime, reason: str, status: JobStatus
+    ) -> None:
+        execution_id = uuid.uuid4().hex
+        try:
+            await self._engine.store.add_scheduled_run(
+                ScheduledRun(
+                    execution_id=execution_id,
+                    job=stored.job,
+                    scheduled_for=at,
+                    trigger=TRIGGER_SCHEDULE,
+                    requested_by="schedule",
+                )
+            )
+        except DuplicateScheduledRunError:
+            return  # this fire was already handled (before a restart, or by a replica)
+        await self._engine.store.mark_missed(execution_id, reason, status)
+
+    async def _run(self, stored: StoredJob, at: datetime, overlap: str) -> None:
+        job = stored.job
+        active = self._engine.active_execution_ids(job.job_id)
+        if active and overlap == "skip":
+            await self._record(
+                stored,
+                at,
+                f"skipped: execution {active[0]} of this job is "
+                "still queued or running (overlap_policy skip)",
+                JobStatus.CANCELLED,
+            )
+            return
+        if active and overlap == "replace":
+            for execution_id in active:
+                await self._engine.cancel_job(execution_id)
+        try:
+            await self._engine.store.add_scheduled_run(
+                ScheduledRun(
+                    execution_id=uuid.uuid4().hex,
+                    job=job,
+                    scheduled_for=at,
+                    trigger=TRIGGER_SCHEDULE,
+                    requested_by="schedule",
+                )
+            )
+        except DuplicateScheduledRunError:
+            return
+        self._engine.wake_scheduler()

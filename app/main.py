@@ -1,0 +1,58 @@
+"""Composition root: ``create_app(settings)`` builds the FastAPI app; its lifespan builds the
+engine from settings, starts it, and stops it on shutdown with a grace period.
+
+``uvicorn app.main:create_app --factory`` (``make run``) serves it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from app.api.deps import build_engine, prepare_database
+from app.api.errors import install_problem_handling
+from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
+from app.api.routes import health_router, v2_router
+from app.api.service import ModernJobAPI
+from app.settings import Settings
+
+API_VERSION = "2.0.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service: v2 routes, health probes, problem-details errors, offline Swagger UI."""
+    if settings is None:
+        settings = Settings()
+        settings.configure_logging()
+    config = settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await prepare_database(config)
+            engine = build_engine(config)
+            api = ModernJobAPI(engine, settings=config)
+            await api.start()
+            # Runs on shutdown: running jobs get V2_SHUTDOWN_GRACE_SECONDS to finish, then
+            # they are cancelled and recorded CANCELLED.
+            stack.push_async_callback(api.stop)
+            app.state.job_api = api
+            stack.callback(setattr, app.state, "job_api", None)
+            yield
+
+    app = FastAPIOffline(
+        title="Job Scheduler V2",
+        version=API_VERSION,
+        description=API_DESCRIPTION,
+        openapi_tags=TAGS_METADATA,
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        lifespan=lifespan,
+    )
+    install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
+    app.include_router(v2_router)
+    app.include_router(health_router)
+    install_openapi(app)
+    return app

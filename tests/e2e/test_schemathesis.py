@@ -1,0 +1,87 @@
+"""Schemathesis runs every operation of the contract against the live service with its
+default checks: no 5xx, every status / content type / body / header as documented, invalid
+requests rejected.
+
+Settings of the run, and why:
+* The service runs with ``V2_SHELL_EXECUTABLE=/bin/true``: generated shell scripts are never
+  executed (each shell step just succeeds), and there is no pwsh, so PowerShell steps fail.
+* ``execute_job`` is called with ``wait=false``: a generated job may ask for 100 retries an
+  hour apart, and waiting for it would block the run; the 202 answer is checked instead.
+* Schema-valid jobs can still be refused with 400 for rules JSON Schema cannot express (an
+  unknown IANA timezone, duplicate step ids, a cron expression, a time in the past or in a DST
+  gap) -- and ``schedule_job`` with a time in the past; so 400 is an accepted answer to
+  positive data of ``execute_job`` and ``schedule_job``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from tests.e2e.server import ROOT, LiveServer, live_server
+
+MAX_EXAMPLES = 25
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(
+        tmp_path_factory.mktemp("fuzz-server"),
+        V2_SHELL_EXECUTABLE="/bin/true",
+        V2_POWERSHELL_EXECUTABLE="/nonexistent/pwsh",
+        V2_SHUTDOWN_GRACE_SECONDS="1",
+    ) as running:
+        yield running
+
+
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {"max-examples": MAX_EXAMPLES},
+        "parameters": {"query.wait": "false"},
+        "operations": [
+            {
+                "include-operation-id": ["execute_job", "schedule_job"],
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["2xx", "400"]},
+                    # A too-large body is refused before it is parsed: 413 is a rejection.
+                    "negative_data_rejection": {
+                        "expected-statuses": [
+                            "400",
+                            "401",
+                            "403",
+                            "404",
+                            "405",
+                            "406",
+                            "409",
+                            "413",
+                            "415",
+                            "422",
+                            "428",
+                            "429",
+                            "5xx",
+                        ]
+                    },
+                },
+            }
+        ],
+    }
+)
+# The committed contract (tests/api/test_contract.py proves the app serves exactly this).
+schema = schemathesis.openapi.from_path(ROOT / "openapi" / "openapi.json", config=CONFIG)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_every_operation_honours_the_contract(
+    case: schemathesis.Case[Any], fuzz_server: LiveServer
+) -> None:
+    case.call_and_validate(base_url=fuzz_server.base_url, timeout=30)
