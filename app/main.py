@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from app.api.deps import build_engine, prepare_database
 from app.api.errors import install_problem_handling
 from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
+from app.api.jobs_routes import jobs_router
 from app.api.routes import health_router, v2_router
 from app.api.service import ModernJobAPI
 from app.settings import Settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
     app.include_router(v2_router)
+    app.include_router(jobs_router)
     app.include_router(health_router)
     install_openapi(app)
     return app

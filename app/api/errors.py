@@ -33,6 +33,8 @@ from app.domain.errors import (
     FieldError,
     SchedulingError,
 )
+from app.domain.jobs import JobExistsError, JobNotFoundError, VersionConflictError
+from app.domain.records import DuplicateScheduledRunError
 
 log = logging.getLogger("app.api")
 
@@ -47,6 +49,10 @@ class NotReadyError(ExecutionEngineError):
 # Most specific first: the first class the error is an instance of decides.
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (ExecutionNotFoundError, 404, "execution-not-found"),
+    (JobNotFoundError, 404, "job-not-found"),
+    (JobExistsError, 409, "job-exists"),
+    (VersionConflictError, 412, "version-conflict"),
+    (DuplicateScheduledRunError, 409, "duplicate-fire"),
     (ExecutionFinishedError, 409, "execution-finished"),
     (CancellationError, 409, "cannot-cancel"),
     (EngineNotRunningError, 503, "engine-not-running"),

@@ -39,6 +39,7 @@ class JobService:
         job.validate()
         now = self._clock()
         job.created_at = job.updated_at = now
+        _anchor_interval(job, now)
         stored = await self._store.create_job(job, next_fire_at=self._next_fire(job, now))
         self._engine.wake_recurring()
         return stored
@@ -56,6 +57,7 @@ class JobService:
         job.validate()
         current = await self.get(job.job_id)
         job.created_at = current.job.created_at
+        _anchor_interval(job, self._clock())
         stored = await self._store.update_job(
             job,
             expected_version=expected_version,
@@ -137,3 +139,11 @@ class JobService:
         schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
         fire = schedule.next_fire(now)
         return fire.at if fire is not None else None
+
+
+def _anchor_interval(job: JobDefinition, now: datetime) -> None:
+    """An interval without ``start_at`` is anchored at the moment it is stored; the anchor is
+    written into the schedule so every later evaluation (and the user) sees the same one."""
+    config = job.schedule_config
+    if config and config.get("type") == "interval" and not config.get("start_at"):
+        job.schedule_config = {**config, "start_at": now.isoformat()}

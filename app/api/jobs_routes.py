@@ -1,0 +1,386 @@
+"""Stored jobs (``/api/v2/jobs/...``), schedule previews and the execution history list.
+
+Concurrency: every job answer carries ``ETag: "<version>"``; a PUT, PATCH, DELETE, enable or
+disable with ``If-Match: "<version>"`` is refused with 412 when the job changed meanwhile.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import JobAPIDep
+from app.api.errors import problem_responses
+from app.api.jobs_schemas import (
+    EXAMPLE_RECURRING_JOB,
+    ExecutionPageRead,
+    FireTimeRead,
+    JobPageRead,
+    JobPatch,
+    JobRead,
+    NextRunsRead,
+    SchedulePreviewCreate,
+)
+from app.api.routes import _ACCEPTED_202, _EXECUTION_400, operation_id
+from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate, Problem
+from app.api.service import ModernJobAPI
+from app.domain.enums import JobStatus
+from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
+from app.domain.jobs import JobQuery, StoredJob
+from app.domain.records import ExecutionQuery
+from app.domain.timeutil import parse_iso
+from app.engine.jobs import JobService
+
+jobs_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operation_id)
+
+JobId = Annotated[str, Path(min_length=1, max_length=100, description="The job's job_id.")]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description='The version you read (`ETag`), e.g. `"3"`: refused with 412 if the '
+        "job changed since."
+    ),
+]
+_404 = {"model": Problem, "description": "No job with this job_id."}
+_412 = {"model": Problem, "description": "If-Match names an older version: re-read the job."}
+_JOB_HEADERS = {
+    "ETag": {"description": 'The job\'s version, e.g. `"3"`.', "schema": {"type": "string"}}
+}
+
+
+def _jobs(api: ModernJobAPI) -> JobService:
+    if api.engine.jobs is None:
+        raise EngineNotRunningError("this store keeps no job definitions")
+    return api.engine.jobs
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise ConfigurationError([FieldError("If-Match", 'must be a version such as "3"')])
+    return int(text)
+
+
+async def _job_response(
+    api: ModernJobAPI, stored: StoredJob, status: int = 200, request: Request | None = None
+) -> JSONResponse:
+    last = await _jobs(api).last_execution(stored.job_id)
+    body = JobRead.of(stored, last).model_dump(mode="json")
+    headers = {"ETag": f'"{stored.version}"'}
+    if status == 201 and request is not None:
+        headers["Location"] = str(request.url_for("get_job", job_id=stored.job_id))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@jobs_router.post(
+    "/jobs",
+    tags=["job definitions"],
+    summary="Create a stored job",
+    description="Stores a job definition, optionally with a recurring `schedule_config` "
+    "(cron, interval or once, evaluated in the job's timezone; see the README's DST policy) "
+    "and its `misfire_policy` / `overlap_policy`. Answers 201 with the job, its version "
+    "(ETag) and its next fire time; 409 if the job_id exists.",
+    status_code=201,
+    response_model=JobRead,
+    responses={
+        201: {"headers": _JOB_HEADERS},
+        409: {"model": Problem, "description": "A job with this job_id exists."},
+        **problem_responses(400, 413, 500, 503),
+    },
+)
+async def create_job(
+    job: Annotated[
+        JobCreate,
+        Body(
+            openapi_examples={
+                "recurring": {
+                    "summary": "A weekday job at 02:30 local time",
+                    "value": EXAMPLE_RECURRING_JOB,
+                }
+            }
+        ),
+    ],
+    api: JobAPIDep,
+    request: Request,
+) -> Response:
+    stored = await _jobs(api).create(api._parse_job_data(job))
+    return await _job_response(api, stored, 201, request)
+
+
+@jobs_router.get(
+    "/jobs",
+    tags=["job definitions"],
+    summary="List stored jobs",
+    description="Jobs ordered by job_id, filtered by `enabled` and `timezone`; pass "
+    "`next_cursor` back as `cursor` for the next page.",
+    response_model=JobPageRead,
+    responses=problem_responses(400, 500, 503),
+)
+async def list_jobs(
+    api: JobAPIDep,
+    enabled: bool | None = None,
+    timezone: Annotated[str | None, Query(max_length=50)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> JobPageRead:
+    service = _jobs(api)
+    page = await service.list_jobs(
+        JobQuery(enabled=enabled, timezone=timezone, limit=limit, cursor=cursor)
+    )
+    items = [JobRead.of(s, await service.last_execution(s.job_id)) for s in page.items]
+    return JobPageRead(items=items, next_cursor=page.next_cursor)
+
+
+@jobs_router.get(
+    "/jobs/{job_id}",
+    tags=["job definitions"],
+    summary="Get a stored job",
+    description="The job with its version (also as ETag), next fire time (UTC and local) "
+    "and last execution.",
+    response_model=JobRead,
+    responses={200: {"headers": _JOB_HEADERS}, 404: _404, **problem_responses(500, 503)},
+)
+async def get_job(job_id: JobId, api: JobAPIDep) -> Response:
+    return await _job_response(api, await _jobs(api).get(job_id))
+
+
+@jobs_router.put(
+    "/jobs/{job_id}",
+    tags=["job definitions"],
+    summary="Replace a stored job",
+    description="Replaces the whole definition (the body's job_id must match the path). "
+    "The next fire is recomputed from the schedule.",
+    response_model=JobRead,
+    responses={
+        200: {"headers": _JOB_HEADERS},
+        404: _404,
+        412: _412,
+        **problem_responses(400, 413, 500, 503),
+    },
+)
+async def replace_job(
+    job_id: JobId, job: JobCreate, api: JobAPIDep, if_match: IfMatch = None
+) -> Response:
+    if job.job_id != job_id:
+        raise ConfigurationError([FieldError("job_id", "must match the job_id in the path")])
+    stored = await _jobs(api).replace(
+        api._parse_job_data(job), expected_version=_expected_version(if_match)
+    )
+    return await _job_response(api, stored)
+
+
+@jobs_router.patch(
+    "/jobs/{job_id}",
+    tags=["job definitions"],
+    summary="Change some fields of a stored job",
+    description="Changes only the fields given; the result is validated as a whole.",
+    response_model=JobRead,
+    responses={
+        200: {"headers": _JOB_HEADERS},
+        404: _404,
+        412: _412,
+        **problem_responses(400, 413, 500, 503),
+    },
+)
+async def update_job(
+    job_id: JobId, changes: JobPatch, api: JobAPIDep, if_match: IfMatch = None
+) -> Response:
+    service = _jobs(api)
+    current = await service.get(job_id)
+    expected = _expected_version(if_match)
+    merged = {**current.job.to_dict(), **changes.model_dump(mode="json", exclude_unset=True)}
+    for key in ("created_at", "updated_at"):
+        merged.pop(key, None)
+    job = api._parse_job_data(merged)
+    stored = await service.replace(
+        job, expected_version=current.version if expected is None else expected
+    )
+    return await _job_response(api, stored)
+
+
+@jobs_router.delete(
+    "/jobs/{job_id}",
+    tags=["job definitions"],
+    summary="Delete a stored job",
+    description="Deletes the definition and stops its schedule; its execution history stays.",
+    status_code=204,
+    response_class=Response,
+    responses={404: _404, 412: _412, **problem_responses(400, 500, 503)},
+)
+async def delete_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
+    await _jobs(api).delete(job_id, expected_version=_expected_version(if_match))
+    return Response(status_code=204)
+
+
+async def _set_enabled(
+    api: ModernJobAPI, job_id: str, enabled: bool, if_match: str | None
+) -> Response:
+    stored = await _jobs(api).set_enabled(
+        job_id, enabled, expected_version=_expected_version(if_match)
+    )
+    return await _job_response(api, stored)
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/enable",
+    tags=["job definitions"],
+    summary="Enable a stored job",
+    description="Its schedule fires again from the next fire time after now.",
+    response_model=JobRead,
+    responses={
+        200: {"headers": _JOB_HEADERS},
+        404: _404,
+        412: _412,
+        **problem_responses(400, 500, 503),
+    },
+)
+async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
+    return await _set_enabled(api, job_id, True, if_match)
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/disable",
+    tags=["job definitions"],
+    summary="Disable a stored job",
+    description="Stops future fires; running executions are not affected.",
+    response_model=JobRead,
+    responses={
+        200: {"headers": _JOB_HEADERS},
+        404: _404,
+        412: _412,
+        **problem_responses(400, 500, 503),
+    },
+)
+async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
+    return await _set_enabled(api, job_id, False, if_match)
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/run",
+    tags=["job definitions"],
+    summary="Run a stored job now",
+    description="Runs the stored job now, as `POST /api/v2/jobs/execute` does: 200 with the "
+    "execution when it succeeds, 400 with the execution when it does not, or 202 with "
+    "`?wait=false`.",
+    response_model=ExecutionRead,
+    responses={202: _ACCEPTED_202, 400: _EXECUTION_400, 404: _404, **problem_responses(500, 503)},
+)
+async def run_job(
+    job_id: JobId, api: JobAPIDep, request: Request, wait: Annotated[bool, Query()] = True
+) -> Response:
+    execution = await _jobs(api).run_now(job_id)
+    if not wait:
+        url = str(request.url_for("get_execution", execution_id=execution.execution_id))
+        body = ExecutionAcceptedRead(
+            execution_id=execution.execution_id, status=execution.result.status, status_url=url
+        )
+        return JSONResponse(
+            body.model_dump(mode="json"), status_code=202, headers={"Location": url}
+        )
+    result = await api.engine.wait_for(execution.execution_id)
+    assert result is not None
+    read = ExecutionRead.model_validate({**result.to_dict(), "trigger": "now"})
+    return JSONResponse(read.model_dump(mode="json"), status_code=200 if read.success else 400)
+
+
+@jobs_router.get(
+    "/jobs/{job_id}/next-runs",
+    tags=["schedules"],
+    summary="Upcoming fires of a stored job",
+    description="The next `count` fire instants of the job's schedule, each in UTC and in "
+    "the job's timezone with its offset, flagged when a DST gap moved it. Empty when the job "
+    "is disabled or has no schedule.",
+    response_model=NextRunsRead,
+    responses={404: _404, **problem_responses(400, 500, 503)},
+)
+async def get_next_runs(
+    job_id: JobId, api: JobAPIDep, count: Annotated[int, Query(ge=1, le=500)] = 10
+) -> NextRunsRead:
+    service = _jobs(api)
+    stored = await service.get(job_id)
+    fires = await service.next_runs(job_id, count)
+    return NextRunsRead(
+        job_id=job_id, timezone=stored.job.timezone, runs=[FireTimeRead.of(f) for f in fires]
+    )
+
+
+@jobs_router.post(
+    "/schedules/preview",
+    tags=["schedules"],
+    summary="Preview a schedule",
+    description="Stateless: the next `count` fires of a `schedule_config` in `timezone` "
+    "after `after` (default now), each in UTC and local time, flagged when a DST gap moved "
+    "it.",
+    response_model=NextRunsRead,
+    responses=problem_responses(400, 413, 500, 503),
+)
+async def preview_schedule(preview: SchedulePreviewCreate, api: JobAPIDep) -> NextRunsRead:
+    after: datetime | None = None
+    if preview.after is not None:
+        try:
+            after = parse_iso(preview.after)
+        except ValueError:
+            raise ConfigurationError(
+                [FieldError("after", "is not an ISO 8601 date-time")]
+            ) from None
+    fires = _jobs(api).preview(
+        preview.schedule_config, preview.timezone, after=after, count=preview.count
+    )
+    return NextRunsRead(timezone=preview.timezone, runs=[FireTimeRead.of(f) for f in fires])
+
+
+@jobs_router.get(
+    "/executions",
+    tags=["executions"],
+    summary="List executions (history)",
+    description="Recorded executions, newest first, filtered by job, status, timezone and "
+    "start-time range (`started_after` inclusive, `started_before` exclusive, ISO 8601 with "
+    "an offset); pass `next_cursor` back as `cursor` for the next page. Served from the "
+    "database, so it includes runs from before a restart.",
+    response_model=ExecutionPageRead,
+    responses=problem_responses(400, 500, 503),
+)
+async def list_executions(
+    api: JobAPIDep,
+    job_id: Annotated[str | None, Query(max_length=100)] = None,
+    status: JobStatus | None = None,
+    timezone: Annotated[str | None, Query(max_length=50)] = None,
+    started_after: Annotated[str | None, Query(max_length=64)] = None,
+    started_before: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ExecutionPageRead:
+    query = ExecutionQuery(
+        job_id=job_id,
+        status=status,
+        timezone=timezone,
+        started_after=_instant(started_after, "started_after"),
+        started_before=_instant(started_before, "started_before"),
+        limit=limit,
+        cursor=cursor,
+    )
+    page = await api.engine.store.list_executions(query)
+    return ExecutionPageRead(
+        items=[ModernJobAPI._execution_read(r.to_dict()) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _instant(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = parse_iso(value)
+    except ValueError:
+        raise ConfigurationError([FieldError(field, "is not an ISO 8601 date-time")]) from None
+    if moment.tzinfo is None:
+        raise ConfigurationError([FieldError(field, "must carry a UTC offset (e.g. Z)")])
+    return moment
+
+
+__all__: list[Any] = ["jobs_router"]
