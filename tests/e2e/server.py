@@ -49,6 +49,7 @@ def live_server(workdir: Path, **env_overrides: str) -> Iterator[LiveServer]:
         "V2_SHUTDOWN_GRACE_SECONDS": "2",
         "V2_KILL_GRACE_SECONDS": "0.5",
         "V2_LOG_LEVEL": "INFO",
+        "V2_AUTO_MIGRATE": "true",
         **env_overrides,
     }
     log_path = workdir / "server.log"
