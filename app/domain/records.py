@@ -135,6 +135,19 @@ def clean_text(value: str | None) -> tuple[str | None, bool]:
     return cleaned, count > 0
 
 
+def sanitize_fields(obj: Any, names: tuple[str, ...], metadata: dict[str, Any]) -> None:
+    """Replace unstorable characters in ``obj``'s text attributes ``names`` (in place) and
+    list the ones changed in ``metadata['sanitized_fields']``."""
+    changed = [n for n in metadata.get("sanitized_fields", []) if n not in names]
+    for name in names:
+        cleaned, dirty = clean_text(getattr(obj, name))
+        if dirty:
+            setattr(obj, name, cleaned)
+            changed.append(name)
+    if changed:
+        metadata["sanitized_fields"] = changed
+
+
 def pending_metadata(
     trigger: str, scheduled_for: datetime | None, requested_by: str | None
 ) -> dict[str, Any]:
@@ -163,14 +176,7 @@ def storable_job(result: JobExecutionResult) -> JobExecutionResult:
     job.steps = []
     job.metadata = copy.deepcopy(result.metadata)
     job.start_time, job.end_time = as_utc(job.start_time), as_utc(job.end_time)
-    changed: list[str] = []
-    for name in ("job_name", "timezone", "error_message"):
-        cleaned, dirty = clean_text(getattr(job, name))
-        if dirty:
-            setattr(job, name, cleaned)
-            changed.append(name)
-    if changed:
-        job.metadata["sanitized_fields"] = changed
+    sanitize_fields(job, ("job_name", "timezone", "error_message"), job.metadata)
     return job
 
 
@@ -181,14 +187,9 @@ def storable_step(step: StepExecutionResult, max_output_chars: int) -> StepExecu
     out = copy.copy(step)
     out.metadata = copy.deepcopy(step.metadata)
     out.start_time, out.end_time = as_utc(out.start_time), as_utc(out.end_time)
-    changed: list[str] = []
-    for name in ("step_id", "step_name", "step_type", "output", "error_message"):
-        cleaned, dirty = clean_text(getattr(out, name))
-        if dirty:
-            setattr(out, name, cleaned)
-            changed.append(name)
-    if changed:
-        out.metadata["sanitized_fields"] = changed
+    sanitize_fields(
+        out, ("step_id", "step_name", "step_type", "output", "error_message"), out.metadata
+    )
     if out.output is not None and len(out.output) > max_output_chars:
         out.metadata["output_truncated"] = True
         out.metadata["output_original_chars"] = len(out.output)

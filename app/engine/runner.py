@@ -22,6 +22,7 @@ from typing import Any
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import ConfigurationError, StepExecutionError
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.records import sanitize_fields
 from app.domain.timeutil import utc_now
 from app.engine.ports import ExecutionStore
 from app.steps.base import ExecutionStep
@@ -274,6 +275,8 @@ class JobRunner:
         if outcome.status in (StepStatus.RUNNING, StepStatus.PENDING):
             outcome.status = StepStatus.SUCCESS
         outcome.metadata = {**running.metadata, **outcome.metadata}
+        # The same text whether read live or from the database (NUL, lone surrogates).
+        sanitize_fields(outcome, ("output", "error_message"), outcome.metadata)
         outcome.finish(outcome.status, outcome.end_time or self.clock())
         return outcome
 
