@@ -42,6 +42,9 @@ openapi: install  ## write openapi/openapi.json from the app
 migrate: install  ## upgrade the database at V2_DATABASE_URL to the latest revision
 	$(BIN)/alembic upgrade head
 
+api-key: install  ## print a new API key and its V2_API_KEYS entry (ID=name SCOPES=read|run|admin)
+	@$(BIN)/python scripts/make_api_key.py $(if $(ID),--id $(ID)) --scopes $(or $(SCOPES),run)
+
 bench: install
 	$(BIN)/python -m bench
 

@@ -1,34 +1,51 @@
 """Composition root: ``create_app(settings)`` builds the FastAPI app; its lifespan builds the
 engine from settings, starts it, and stops it on shutdown with a grace period.
 
-``uvicorn app.main:create_app --factory`` (``make run``) serves it.
+``python -m app`` serves it on V2_HOST:V2_PORT (``app/__main__.py``). Without API keys the
+app refuses a non-loopback V2_HOST, and logs a warning that the API is open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
 from fastapi_offline import FastAPIOffline
 
-from app.api.deps import build_engine, prepare_database
+from app.api.deps import build_engine, load_api_keys, prepare_database
 from app.api.errors import install_problem_handling
-from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
 from app.api.jobs_routes import jobs_router
+from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
 from app.api.routes import health_router, v2_router
+from app.api.security import (
+    OPEN_MODE_WARNING,
+    check_bind_address,
+    install_security,
+    scope_by_method,
+)
 from app.api.service import ModernJobAPI
 from app.settings import Settings
 
 API_VERSION = "2.0.0"
+log = logging.getLogger("app")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service: v2 routes, health probes, problem-details errors, offline Swagger UI."""
+    """The service: v2 routes, health probes, problem-details errors, offline Swagger UI.
+
+    Raises ``InsecureBindError`` when ``settings.host`` is not loopback and no API keys are
+    configured, ``ConfigurationError`` for an invalid key list.
+    """
     if settings is None:
         settings = Settings()
         settings.configure_logging()
     config = settings
+    keys = load_api_keys(settings)
+    check_bind_address(settings.host, keys_configured=bool(keys))
+    if not keys:
+        log.warning(OPEN_MODE_WARNING)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         lifespan=lifespan,
     )
+    install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
     app.include_router(v2_router)
-    app.include_router(jobs_router)
+    # Routes that declare no scope of their own get one by method (GET: read, .../run: run,
+    # other writes: admin); those that do are left to their own.
+    app.include_router(jobs_router, dependencies=[Security(scope_by_method)])
     app.include_router(health_router)
     install_openapi(app)
     return app

@@ -6,17 +6,23 @@ values through constructors.
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any, Literal
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/jobscheduler.db"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="V2_", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a bad value (V2_CONNECTIONS holds passwords) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="V2_", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     # -- the spec's five -------------------------------------------------------------------
     max_workers: int = Field(10, ge=1, description="Maximum concurrent job executions.")
@@ -49,10 +55,53 @@ class Settings(BaseSettings):
     max_steps_per_job: int = Field(100, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
+    # -- security (README "Security") ------------------------------------------------------
+    api_keys: list[dict[str, Any]] | None = Field(
+        None,
+        description='JSON list of {"id", "key_sha256", "scopes"}; none: open mode, loopback only.',
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file holding the same JSON list as V2_API_KEYS."
+    )
+    script_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Directories script_path and working_directory must resolve into (JSON "
+        "list or os.pathsep-separated). None configured: both fields are refused.",
+    )
+    max_script_chars: int = Field(100_000, ge=1, description="Longest query / script text.")
+    max_timeout_seconds: int = Field(
+        86_400, ge=1, description="Ceiling on a job's timeout_seconds and a step's timeout."
+    )
+    rate_limit_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Executions started per API key (open mode: per client address) "
+        "per minute; 0 turns the limit off.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("script_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts_fit_the_ceiling(self) -> Settings:
+        if self.default_timeout > self.max_timeout_seconds:
+            raise ValueError(
+                f"V2_DEFAULT_TIMEOUT ({self.default_timeout}) is above V2_MAX_TIMEOUT_SECONDS "
+                f"({self.max_timeout_seconds})"
+            )
+        return self
 
     def configure_logging(self) -> None:
         logging.basicConfig(

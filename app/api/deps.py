@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.security import ApiKey, read_api_keys
 from app.api.service import ModernJobAPI
 from app.domain.errors import EngineNotRunningError
 from app.engine.engine import NewExecutionEngine
@@ -21,6 +22,12 @@ from app.steps.resources import StepResources
 def load_settings() -> Settings:
     """Settings from the V2_* environment."""
     return Settings()
+
+
+def load_api_keys(settings: Settings) -> list[ApiKey]:
+    """The API keys of ``V2_API_KEYS`` / ``V2_API_KEYS_FILE`` (empty: open mode);
+    ``ConfigurationError`` naming the bad entry."""
+    return read_api_keys(settings.api_keys, settings.api_keys_file)
 
 
 def build_store(settings: Settings) -> ExecutionStore:
@@ -51,6 +58,7 @@ def build_engine(settings: Settings, store: ExecutionStore | None = None) -> New
             max_output_bytes=settings.max_output_bytes,
             max_result_rows=settings.max_result_rows,
             kill_grace_seconds=settings.kill_grace_seconds,
+            script_roots=tuple(settings.script_roots),
         ),
         enable_step_caching=settings.enable_step_caching,
         schedule_grace_seconds=settings.schedule_grace_seconds,

@@ -46,6 +46,35 @@ class NotReadyError(ExecutionEngineError):
     """The service cannot take work now (engine stopped or failed, store unreachable)."""
 
 
+class NotAuthenticatedError(ExecutionEngineError):
+    """No API key, or not a valid one (401 with ``WWW-Authenticate: Bearer``)."""
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        challenge = 'Bearer realm="jobscheduler"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        self.headers = {"WWW-Authenticate": challenge}
+        super().__init__(message)
+
+
+class PermissionDeniedError(ExecutionEngineError):
+    """The key may not do this (a scope it lacks, a connection it may not use): 403.
+    ``errors`` names the fields concerned, if any."""
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        self.errors: list[FieldError] = list(errors or [])
+        super().__init__(message)
+
+
+class RateLimitedError(ExecutionEngineError):
+    """Too many executions started in the last minute (429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+        super().__init__(message)
+
+
 # Most specific first: the first class the error is an instance of decides.
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (ExecutionNotFoundError, 404, "execution-not-found"),
@@ -57,6 +86,9 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (CancellationError, 409, "cannot-cancel"),
     (EngineNotRunningError, 503, "engine-not-running"),
     (NotReadyError, 503, "not-ready"),
+    (NotAuthenticatedError, 401, "not-authenticated"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (RateLimitedError, 429, "rate-limited"),
     (ConfigurationError, 400, "invalid-job"),
     (SchedulingError, 400, "invalid-schedule"),
 )
@@ -64,8 +96,13 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
 RESPONSE_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid request: `errors` names each bad field and why.",
     404: "No execution with this id.",
+    401: "No API key, or not a valid one: send `Authorization: Bearer <key>`.",
+    403: "The API key lacks the scope this needs, or may not use a connection the job names "
+    "(`errors` names the step), or (no keys configured) the client is not on loopback.",
     409: "The execution already finished (or cannot be cancelled in its current state).",
     413: "The request body is larger than the server accepts (V2_MAX_BODY_BYTES).",
+    429: "Too many executions started with this key in the last minute "
+    "(V2_RATE_LIMIT_PER_MINUTE); retry after `Retry-After` seconds.",
     500: "Unexpected server error. It is logged on the server; the body has no traceback.",
     503: "The engine is not running (starting, stopping or failed) or the store is unreachable.",
 }
@@ -100,12 +137,32 @@ def problem_response(body: Problem, headers: Mapping[str, str] | None = None) ->
     )
 
 
+#: Headers declared on these problem answers.
+RESPONSE_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "`Bearer` challenge (RFC 6750).",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds until an execution may be started again.",
+            "schema": {"type": "integer"},
+        }
+    },
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these statuses (problem+json, see ``openapi.py``)."""
-    return {
-        status: {"model": Problem, "description": RESPONSE_DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": Problem, "description": RESPONSE_DESCRIPTIONS[status]}
+        if status in RESPONSE_HEADERS:
+            entry["headers"] = RESPONSE_HEADERS[status]
+        out[status] = entry
+    return out
 
 
 # -- field paths ----------------------------------------------------------------------------
@@ -191,7 +248,7 @@ def prefixed(exc: ConfigurationError, prefix: str) -> ConfigurationError:
 
 
 def domain_field_errors(exc: ExecutionEngineError) -> list[FieldError]:
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | PermissionDeniedError):
         return list(exc.errors)
     if isinstance(exc, SchedulingError) and exc.field:
         return [FieldError(exc.field, str(exc))]
@@ -234,6 +291,8 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
             instance=request.url.path,
             errors=domain_field_errors(exc),
         )
+        headers: Mapping[str, str] = getattr(exc, "headers", None) or {}
+        return problem_response(body, headers)
     return problem_response(body)
 
 

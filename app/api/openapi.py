@@ -17,7 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.errors import PROBLEM_MEDIA_TYPE
+from app.api.errors import PROBLEM_MEDIA_TYPE, RESPONSE_DESCRIPTIONS, RESPONSE_HEADERS
+from app.api.security import route_requirements
 
 PROBLEM_REF = "#/components/schemas/Problem"
 
@@ -34,6 +35,10 @@ or at a set time, on an asyncio engine with per-timezone queues.
 
 * Every error answers `application/problem+json` (RFC 9457) with a list of field `errors`;
   validation errors answer **400**.
+* Authenticate with an API key: `Authorization: Bearer <key>` (the **Authorize** button).
+  Scopes nest: `read` (status, history, step types, job lists) ⊂ `run` (execute, schedule,
+  cancel, run a job) ⊂ `admin` (create, change, delete jobs). **401** without a valid key,
+  **403** without the scope, **429** (`Retry-After`) past the executions-per-minute limit.
 * A `scheduled_time` with an offset is an instant; without one it is wall-clock time in the
   job's timezone (a time skipped by DST is refused, a repeated one means its first occurrence).
 """
@@ -53,19 +58,27 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = adjust_openapi(build())
+            app.openapi_schema = adjust_openapi(build(), route_requirements(app.routes))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def adjust_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+def adjust_openapi(
+    schema: dict[str, Any],
+    requirements: dict[tuple[str, str], tuple[bool, bool]] | None = None,
+) -> dict[str, Any]:
+    """``requirements``: (method, path) -> (needs an API key, rate limited); such operations
+    get their 401 / 403 / 429 answers declared."""
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
             if not isinstance(operation, dict):
                 continue
             responses = operation.get("responses", {})
             responses.pop("422", None)
+            guarded, limited = (requirements or {}).get((method, path), (False, False))
+            for status in (401, 403) * guarded + (429,) * limited:
+                responses.setdefault(str(status), _problem_response(status))
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
                     _problem_media_type(response)
@@ -85,6 +98,16 @@ def _wrap_required_any_of(component: dict[str, Any]) -> None:
         and all(isinstance(b, dict) and set(b) == {"required"} for b in branches)
     ):
         component.setdefault("allOf", []).append({"anyOf": component.pop("anyOf")})
+
+
+def _problem_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": RESPONSE_DESCRIPTIONS[status],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
+    }
+    if status in RESPONSE_HEADERS:
+        response["headers"] = RESPONSE_HEADERS[status]
+    return response
 
 
 def _problem_media_type(response: dict[str, Any]) -> None:

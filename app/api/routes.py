@@ -25,6 +25,7 @@ from app.api.schemas import (
     ScheduleRead,
     StepTypeListRead,
 )
+from app.api.security import ExecutionKey, ReadKey, RunKey, key_id
 from app.api.service import StatusUrl
 
 
@@ -108,6 +109,7 @@ async def execute_job(
             }
         ),
     ],
+    key: ExecutionKey,
     api: JobAPIDep,
     request: Request,
     wait: Annotated[
@@ -115,10 +117,10 @@ async def execute_job(
     ] = True,
 ) -> Response:
     if not wait:
-        accepted = await api.submit(job, _status_url(request))
+        accepted = await api.submit(job, _status_url(request), requested_by=key_id(key))
         headers = {"Location": accepted.status_url}
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
-    result = await api.execute(job)
+    result = await api.execute(job, requested_by=key_id(key))
     return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.success else 400)
 
 
@@ -150,10 +152,11 @@ async def schedule_job(
             }
         ),
     ],
+    key: ExecutionKey,
     api: JobAPIDep,
     request: Request,
 ) -> ScheduleRead:
-    return await api.schedule(body, _status_url(request))
+    return await api.schedule(body, _status_url(request), requested_by=key_id(key))
 
 
 @v2_router.get(
@@ -166,7 +169,7 @@ async def schedule_job(
     response_description="The execution.",
     responses=problem_responses(400, 404, 500, 503),
 )
-async def get_execution(execution_id: ExecutionId, api: JobAPIDep) -> ExecutionRead:
+async def get_execution(execution_id: ExecutionId, _: ReadKey, api: JobAPIDep) -> ExecutionRead:
     return await api.get_execution(execution_id)
 
 
@@ -182,8 +185,8 @@ async def get_execution(execution_id: ExecutionId, api: JobAPIDep) -> ExecutionR
     response_description="Cancelled: the execution afterwards.",
     responses=problem_responses(400, 404, 409, 413, 500, 503),
 )
-async def cancel_execution(execution_id: ExecutionId, api: JobAPIDep) -> ExecutionRead:
-    return await api.cancel(execution_id)
+async def cancel_execution(execution_id: ExecutionId, key: RunKey, api: JobAPIDep) -> ExecutionRead:
+    return await api.cancel(execution_id, cancelled_by=key_id(key))
 
 
 @v2_router.get(
@@ -196,7 +199,7 @@ async def cancel_execution(execution_id: ExecutionId, api: JobAPIDep) -> Executi
     response_description="Engine health, queues and running executions.",
     responses=problem_responses(500, 503),
 )
-async def get_engine_status(api: JobAPIDep) -> EngineStatusRead:
+async def get_engine_status(_: ReadKey, api: JobAPIDep) -> EngineStatusRead:
     return await api.status()
 
 
@@ -209,7 +212,7 @@ async def get_engine_status(api: JobAPIDep) -> EngineStatusRead:
     response_description="The step types and their configuration schemas.",
     responses=problem_responses(500, 503),
 )
-async def list_step_types(api: JobAPIDep) -> StepTypeListRead:
+async def list_step_types(_: ReadKey, api: JobAPIDep) -> StepTypeListRead:
     return api.step_types()
 
 

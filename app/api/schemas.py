@@ -208,6 +208,14 @@ class ExecutionRead(BaseModel):
     )
     current_step: str | None = Field(None, description="The step running now, if any.")
     scheduled_for: datetime | None = Field(None, description="When a scheduled run was due.")
+    requested_by: str | None = Field(
+        None,
+        description="Id of the API key that started it (`schedule` for a recurring fire; "
+        "null without keys). Never the key itself.",
+    )
+    cancelled_by: str | None = Field(
+        None, description="Id of the API key that cancelled it, if one did."
+    )
 
 
 class ExecutionAcceptedRead(BaseModel):

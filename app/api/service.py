@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from app.api.errors import (
     NotReadyError,
+    PermissionDeniedError,
     configuration_error,
     domain_field_errors,
     install_problem_handling,
@@ -60,14 +62,20 @@ from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import parse_iso, resolve_local, to_local
 from app.engine.engine import NewExecutionEngine
 from app.steps.factory import StepFactory
+from app.steps.paths import confine_step_paths
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("app.api")
 
 DEFAULT_MAX_STEPS_PER_JOB = 100
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_MAX_SCRIPT_CHARS = 100_000
+DEFAULT_MAX_TIMEOUT_SECONDS = 86_400
+#: Step fields whose length V2_MAX_SCRIPT_CHARS limits.
+SCRIPT_FIELDS = ("query", "script")
 
 JobInput = JobCreate | Mapping[str, Any]
 StatusUrl = Callable[[str], str]
@@ -88,6 +96,8 @@ class ModernJobAPI:
         settings: Settings | None = None,
         max_steps_per_job: int | None = None,
         shutdown_grace_seconds: float | None = None,
+        max_script_chars: int | None = None,
+        max_timeout_seconds: int | None = None,
     ) -> None:
         """Initialize modern job API
 
@@ -96,7 +106,11 @@ class ModernJobAPI:
                 (default: ``Settings()``, i.e. the V2_* environment) with its database store,
                 migrated on start when ``V2_AUTO_MIGRATE``.
             settings: where limits and the shutdown grace come from.
-            max_steps_per_job, shutdown_grace_seconds: override the settings' values.
+            max_steps_per_job, shutdown_grace_seconds, max_script_chars,
+                max_timeout_seconds: override the settings' values.
+
+        Paths (``script_path``, ``working_directory``) are checked against the engine's
+        ``resources.script_roots`` (``V2_SCRIPT_ROOTS`` for an engine built from settings).
         """
         self._own_settings: Settings | None = None
         if engine is None:
@@ -113,6 +127,12 @@ class ModernJobAPI:
             shutdown_grace_seconds
             if shutdown_grace_seconds is not None
             else (settings.shutdown_grace_seconds if settings else DEFAULT_SHUTDOWN_GRACE_SECONDS)
+        )
+        self.max_script_chars = max_script_chars or (
+            settings.max_script_chars if settings else DEFAULT_MAX_SCRIPT_CHARS
+        )
+        self.max_timeout_seconds = max_timeout_seconds or (
+            settings.max_timeout_seconds if settings else DEFAULT_MAX_TIMEOUT_SECONDS
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -156,16 +176,28 @@ class ModernJobAPI:
         self.close()
 
     # -- async service methods (the routes call these) -------------------------------------
-    async def execute(self, job: JobInput) -> ExecutionRead:
-        """Run ``job`` now and wait for its result."""
-        result = await self.engine.execute_job_now(self._parse_job_data(job))
+    async def execute(self, job: JobInput, *, requested_by: str | None = None) -> ExecutionRead:
+        """Run ``job`` now and wait for its result.
+
+        ``requested_by``: the API key id that asked (recorded; decides which connections the
+        job may use, ``PermissionDeniedError`` otherwise).
+        """
+        definition = self._parse_job_data(job)
+        self.check_connection_access(definition, requested_by)
+        result = await self.engine.execute_job_now(definition, requested_by=requested_by)
         return self._execution_read(result.to_dict())
 
     async def submit(
-        self, job: JobInput, status_url: StatusUrl = default_status_url
+        self,
+        job: JobInput,
+        status_url: StatusUrl = default_status_url,
+        *,
+        requested_by: str | None = None,
     ) -> ExecutionAcceptedRead:
         """Start ``job`` now without waiting for it to end."""
-        execution = await self.engine.submit_now(self._parse_job_data(job))
+        definition = self._parse_job_data(job)
+        self.check_connection_access(definition, requested_by)
+        execution = await self.engine.submit_now(definition, requested_by=requested_by)
         return ExecutionAcceptedRead(
             execution_id=execution.execution_id,
             status=execution.result.status,
@@ -176,6 +208,8 @@ class ModernJobAPI:
         self,
         request: ScheduleCreate | Mapping[str, Any],
         status_url: StatusUrl = default_status_url,
+        *,
+        requested_by: str | None = None,
     ) -> ScheduleRead:
         """Schedule a job; a naive time is wall-clock time in the job's timezone."""
         if not isinstance(request, ScheduleCreate):
@@ -184,8 +218,9 @@ class ModernJobAPI:
             except ValidationError as exc:
                 raise configuration_error(exc) from None
         job = self._parse_job_data(request.job, prefix="job")
+        self.check_connection_access(job, requested_by, prefix="job")
         instant = _scheduled_instant(request.scheduled_time, job.timezone)
-        execution_id = await self.engine.schedule_job(job, instant)
+        execution_id = await self.engine.schedule_job(job, instant, requested_by=requested_by)
         return ScheduleRead(
             execution_id=execution_id,
             job_id=job.job_id,
@@ -203,15 +238,16 @@ class ModernJobAPI:
             raise ExecutionNotFoundError(execution_id)
         return self._execution_read(data)
 
-    async def cancel(self, execution_id: str) -> ExecutionRead:
+    async def cancel(self, execution_id: str, *, cancelled_by: str | None = None) -> ExecutionRead:
         """Cancel a scheduled, queued or running execution; the execution afterwards.
 
+        ``cancelled_by`` (an API key id) is recorded in the execution's metadata.
         ``ExecutionNotFoundError`` if unknown, ``ExecutionFinishedError`` if it already ended.
         """
         current = await self.get_execution(execution_id)
         if current.status.is_terminal:
             raise ExecutionFinishedError(execution_id, current.status.value)
-        if not await self.engine.cancel_job(execution_id):
+        if not await self.engine.cancel_job(execution_id, cancelled_by=cancelled_by):
             current = await self.get_execution(execution_id)
             if current.status.is_terminal:
                 raise ExecutionFinishedError(execution_id, current.status.value)
@@ -312,12 +348,41 @@ class ModernJobAPI:
         """Get list of available step types"""
         return {"success": True, **self.step_types().model_dump(mode="json")}
 
+    def check_connection_access(
+        self, job: JobDefinition, requested_by: str | None, *, prefix: str = ""
+    ) -> None:
+        """``PermissionDeniedError`` (403) naming ``steps[i].connection_name`` for every step
+        on a connection whose ``allowed_keys`` do not list ``requested_by``.
+
+        Checked again when each SQL step runs. Unknown connection names are left to the
+        step (it fails naming the known ones).
+        """
+        registry = self.engine.resources.connections
+        known = set(registry.names())
+        errors: list[FieldError] = []
+        for i, step in enumerate(job.steps):
+            name = step.get("connection_name")
+            if not isinstance(name, str) or name not in known:
+                continue
+            config = registry.config(name)
+            if not config.allows(requested_by):
+                field = f"steps[{i}].connection_name"
+                errors.append(
+                    FieldError(
+                        f"{prefix}.{field}" if prefix else field,
+                        config.access_denied_message(requested_by),
+                    )
+                )
+        if errors:
+            raise PermissionDeniedError("; ".join(map(str, errors)), errors)
+
     # -- internal helpers -------------------------------------------------------------------
     def _parse_job_data(self, job_data: JobInput, *, prefix: str = "") -> JobDefinition:
         """Parse job data from API request into JobDefinition
 
         Validates like the HTTP API (strict types, known step types, limits) and then the
-        domain rules; every problem is reported in one ``ConfigurationError``.
+        domain rules, then the server's policy (script roots, script length, timeout
+        ceiling); every problem is reported in one ``ConfigurationError``.
         """
         try:
             if isinstance(job_data, JobCreate):
@@ -344,9 +409,56 @@ class ModernJobAPI:
                 raise ConfigurationError(errors)
             job = JobDefinition.from_dict(data)
             job.validate()
+            policy = self._policy_errors(job)
+            if policy:
+                raise ConfigurationError(policy)
         except ConfigurationError as exc:
             raise (prefixed(exc, prefix) if prefix else exc) from None
         return job
+
+    def _policy_errors(self, job: JobDefinition) -> list[FieldError]:
+        """The server's limits on a valid job: paths inside V2_SCRIPT_ROOTS, query/script
+        length (V2_MAX_SCRIPT_CHARS), timeouts (V2_MAX_TIMEOUT_SECONDS)."""
+        errors: list[FieldError] = []
+        ceiling = self.max_timeout_seconds
+        if job.timeout_seconds > ceiling:
+            errors.append(
+                FieldError(
+                    "timeout_seconds",
+                    f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
+                )
+            )
+        roots = self.engine.resources.script_roots
+        for i, step in enumerate(job.steps):
+            where = f"steps[{i}]"
+            timeout = step.get("timeout")
+            if isinstance(timeout, int) and timeout > ceiling:
+                errors.append(
+                    FieldError(
+                        f"{where}.timeout",
+                        f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
+                    )
+                )
+            for name in SCRIPT_FIELDS:
+                text = step.get(name)
+                if isinstance(text, str) and len(text) > self.max_script_chars:
+                    errors.append(
+                        FieldError(
+                            f"{where}.{name}",
+                            f"is {len(text)} characters long; the server accepts at most "
+                            f"{self.max_script_chars} (V2_MAX_SCRIPT_CHARS)",
+                        )
+                    )
+            working_directory, script_path = step.get("working_directory"), step.get("script_path")
+            if isinstance(working_directory, str) or isinstance(script_path, str):
+                _, _, problems = confine_step_paths(
+                    working_directory if isinstance(working_directory, str) else None,
+                    script_path if isinstance(script_path, str) else None,
+                    roots,
+                    prefix=where,
+                )
+                errors.extend(FieldError(p.field, p.message) for p in problems)
+        return errors
 
     def _format_execution_response(self, result: JobExecutionResult) -> dict[str, Any]:
         """Format JobExecutionResult into API response"""
@@ -358,6 +470,8 @@ class ModernJobAPI:
         metadata = data.get("metadata") or {}
         data.setdefault("trigger", metadata.get("trigger"))
         data.setdefault("scheduled_for", metadata.get("scheduled_for"))
+        data.setdefault("requested_by", metadata.get("requested_by"))
+        data.setdefault("cancelled_by", metadata.get("cancelled_by"))
         return ExecutionRead.model_validate(data)
 
     @staticmethod
@@ -370,7 +484,9 @@ class ModernJobAPI:
         }
 
     async def _execute_result(self, job_data: JobInput) -> JobExecutionResult:
-        return await self.engine.execute_job_now(self._parse_job_data(job_data))
+        job = self._parse_job_data(job_data)
+        self.check_connection_access(job, None)
+        return await self.engine.execute_job_now(job)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         """Ensure we have an event loop for async operations
@@ -488,16 +604,18 @@ def create_modern_job_routes(app: FastAPI, api: ModernJobAPI | None = None) -> M
     Returns:
         ModernJobAPI instance for direct access
     """
-    from app.api.deps import load_settings
+    from app.api.deps import load_api_keys, load_settings
     from app.api.routes import health_router, v2_router
+    from app.api.security import OPEN_MODE_WARNING, install_security
 
+    settings = load_settings()
     if api is None:
-        settings = load_settings()
         api = ModernJobAPI(settings=settings)
-        max_body = settings.max_body_bytes
-    else:
-        max_body = load_settings().max_body_bytes
-    install_problem_handling(app, max_body_bytes=max_body)
+    keys = load_api_keys(settings)
+    if not keys:
+        log.warning(OPEN_MODE_WARNING)
+    install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
+    install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
     app.include_router(v2_router)
     app.include_router(health_router)
     install_openapi(app)

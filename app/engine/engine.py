@@ -229,7 +229,9 @@ class NewExecutionEngine:
         self._failure = reason
 
     # -- job execution --------------------------------------------------------------------------
-    async def execute_job_now(self, job: JobDefinition) -> JobExecutionResult:
+    async def execute_job_now(
+        self, job: JobDefinition, *, requested_by: str | None = None
+    ) -> JobExecutionResult:
         """
         Execute job immediately, bypassing queue
 
@@ -243,7 +245,7 @@ class NewExecutionEngine:
             ExecutionEngineError: If execution fails to start (ConfigurationError for an
                 invalid job, EngineNotRunningError when stopped)
         """
-        execution = await self.submit_now(job)
+        execution = await self.submit_now(job, requested_by=requested_by)
         return await asyncio.shield(execution.done)
 
     async def submit_now(self, job: JobDefinition, *, requested_by: str | None = None) -> Execution:
@@ -260,7 +262,9 @@ class NewExecutionEngine:
         self.launch(execution, on_done=release)
         return execution
 
-    async def schedule_job(self, job: JobDefinition, scheduled_time: datetime) -> str:
+    async def schedule_job(
+        self, job: JobDefinition, scheduled_time: datetime, *, requested_by: str | None = None
+    ) -> str:
         """
         Schedule job for future execution
 
@@ -269,6 +273,8 @@ class NewExecutionEngine:
             scheduled_time: When to execute. Aware: an instant. Naive: wall-clock time in the
                 job's timezone (a time in a DST gap is refused; an ambiguous time means its
                 first occurrence).
+            requested_by: id of the API key that asked; the run keeps it (audit, and the
+                connections it may use)
 
         Returns:
             Execution ID for tracking
@@ -279,7 +285,9 @@ class NewExecutionEngine:
         """
         self._require_running()
         job.validate()
-        return await self._queue_for(job.timezone).schedule_job(job, scheduled_time)
+        return await self._queue_for(job.timezone).schedule_job(
+            job, scheduled_time, requested_by=requested_by
+        )
 
     async def schedule_instant(
         self, job: JobDefinition, instant: datetime, *, requested_by: str | None = None
@@ -303,12 +311,16 @@ class NewExecutionEngine:
         self._scheduler.notify()
         return execution_id
 
-    async def cancel_job(self, execution_id: str) -> bool:
+    async def cancel_job(self, execution_id: str, *, cancelled_by: str | None = None) -> bool:
         """
         Cancel a scheduled or running job
 
         A scheduled run is removed; a running one is stopped for real (query cancelled,
         process group killed) and recorded CANCELLED before this returns.
+
+        Args:
+            cancelled_by: who asked (an API key id); recorded as ``cancelled_by`` in the
+                execution's metadata
 
         Returns:
             True if cancelled, False if not found/already completed
@@ -317,6 +329,8 @@ class NewExecutionEngine:
         if execution is not None:
             if execution.result.status.is_terminal:
                 return False
+            if cancelled_by is not None:
+                execution.result.metadata["cancelled_by"] = cancelled_by
             execution.context.request_cancel()
             if execution.task is None:
                 queue = self._queues.get(execution.job.timezone)
@@ -327,7 +341,14 @@ class NewExecutionEngine:
             execution.task.cancel()
             await asyncio.shield(execution.done)
             return True
-        return await self.store.cancel_scheduled_run(execution_id)
+        if not await self.store.cancel_scheduled_run(execution_id):
+            return False
+        if cancelled_by is not None:
+            stored = await self.store.get_execution(execution_id)
+            if stored is not None:
+                stored.metadata["cancelled_by"] = cancelled_by
+                await self.store.record_job(stored)
+        return True
 
     async def wait_for(self, execution_id: str) -> JobExecutionResult | None:
         """Wait until a live execution ends; the stored result for others."""
@@ -410,7 +431,9 @@ class NewExecutionEngine:
             execution_id=execution_id,
             job=job,
             trigger=trigger,
-            context=ExecutionContext(job, execution_id, resources=self.resources),
+            context=ExecutionContext(
+                job, execution_id, resources=self.resources, requested_by=requested_by
+            ),
             result=result,
             done=asyncio.get_running_loop().create_future(),
             scheduled_for=scheduled_for,

@@ -131,7 +131,9 @@ class TimezoneJobQueue:
         self.enqueue(execution)
         return execution.execution_id
 
-    async def schedule_job(self, job: JobDefinition, scheduled_time: datetime) -> str:
+    async def schedule_job(
+        self, job: JobDefinition, scheduled_time: datetime, *, requested_by: str | None = None
+    ) -> str:
         """
         Schedule job for future execution
 
@@ -140,12 +142,13 @@ class TimezoneJobQueue:
             scheduled_time: Execution time; a naive time is wall-clock time in this queue's
                 timezone (a time in a DST gap is refused, an ambiguous one is its first
                 occurrence); an aware time is an instant.
+            requested_by: id of the API key that asked (kept with the run: it runs as it)
 
         Returns:
             Execution ID
         """
         instant = resolve_local(scheduled_time, self.timezone)
-        return await self.engine.schedule_instant(job, instant)
+        return await self.engine.schedule_instant(job, instant, requested_by=requested_by)
 
     async def cancel_job(self, execution_id: str) -> bool:
         """Cancel job in queue (waiting, running or scheduled); True if cancelled"""

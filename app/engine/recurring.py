@@ -214,7 +214,7 @@ class RecurringScheduler:
             return
         if active and overlap == "replace":
             for execution_id in active:
-                await self._engine.cancel_job(execution_id)
+                await self._engine.cancel_job(execution_id, cancelled_by="schedule")
         try:
             await self._engine.store.add_scheduled_run(
                 ScheduledRun(

@@ -54,6 +54,16 @@ class ConnectionConfig:
         """``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"sqlite"``."""
         return dialect_family(self.dialect)
 
+    def allows(self, key_id: str | None) -> bool:
+        """True when an execution started by ``key_id`` may use this connection: always
+        without ``allowed_keys``, else only for a listed key id (``"schedule"``: recurring
+        fires of stored jobs). None (no API key) is never listed."""
+        return self.allowed_keys is None or (key_id is not None and key_id in self.allowed_keys)
+
+    def access_denied_message(self, key_id: str | None) -> str:
+        who = f"API key {key_id!r}" if key_id is not None else "an execution without an API key"
+        return f"{who} may not use connection {self.name!r} (its allowed_keys do not list it)"
+
     @property
     def redacted_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
@@ -105,6 +115,11 @@ def parse_connections(raw: Mapping[str, Any]) -> dict[str, ConnectionConfig]:
             )
             continue
         keys = entry.get("allowed_keys")
+        if keys is not None and (
+            not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys)
+        ):
+            errors.append(FieldError(f"{where}.allowed_keys", "must be a list of key ids"))
+            continue
         out[name] = ConnectionConfig(
             name=name,
             url=entry["url"],

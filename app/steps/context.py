@@ -55,6 +55,7 @@ class ExecutionContext:
         execution_id: str,
         *,
         resources: StepResources | None = None,
+        requested_by: str | None = None,
     ) -> None:
         """
         Initialize execution context
@@ -63,10 +64,13 @@ class ExecutionContext:
             job: Job definition being executed
             execution_id: Unique execution identifier
             resources: server-side connections, executables and limits
+            requested_by: id of the API key that started the execution (``"schedule"`` for
+                a recurring fire, None without keys): decides which connections it may use
         """
         self.job = job
         self.execution_id = execution_id
         self.resources = resources or StepResources()
+        self.requested_by = requested_by
         self.attempt = 0
         self._outputs: dict[str, Any] = {}
         self._metadata: dict[str, Any] = {}

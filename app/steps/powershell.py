@@ -251,7 +251,8 @@ class PowerShellStep(ExecutionStep):
 
     async def _run(self, script: str | None, parameters: dict[str, Any]) -> ProcessResult:
         resources = self.context.resources
-        cwd = check_working_directory(self.step_config.get("working_directory"))
+        roots = resources.script_roots
+        cwd = check_working_directory(self.step_config.get("working_directory"), roots)
         with private_workspace("jsv2-pwsh-") as workspace:
             wrapper = write_private_file(workspace, WRAPPER_FILE_NAME, POWERSHELL_WRAPPER, bom=True)
             if script is not None:
@@ -263,7 +264,9 @@ class PowerShellStep(ExecutionStep):
                     raise StepInputError("script is not valid Unicode text") from exc
                 script_path = str(target)
             else:
-                script_path = resolve_script_path(str(self.step_config.get("script_path")), cwd)
+                script_path = resolve_script_path(
+                    str(self.step_config.get("script_path")), cwd, roots
+                )
             argv, env = build_powershell_command(
                 executable=resources.powershell_executable,
                 wrapper_path=str(wrapper),

@@ -94,10 +94,11 @@ class ShellStep(ExecutionStep):
         try:
             env = minimal_environment()
             env.update(parameter_environment(self.resolved_parameters()))
-            cwd = check_working_directory(self.step_config.get("working_directory"))
+            roots = self.context.resources.script_roots
+            cwd = check_working_directory(self.step_config.get("working_directory"), roots)
             script_path = self.step_config.get("script_path")
             if script_path is not None:
-                proc = await self._run([resolve_script_path(script_path, cwd)], cwd, env)
+                proc = await self._run([resolve_script_path(script_path, cwd, roots)], cwd, env)
             else:
                 with private_workspace("jsv2-shell-") as workspace:
                     try:

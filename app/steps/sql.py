@@ -107,6 +107,13 @@ class SqlStep(ExecutionStep):
         except ConfigurationError as exc:
             return self.finish(result, StepStatus.FAILED, error=str(exc), connection_name=name)
         meta: dict[str, Any] = {"connection_name": name, "dialect": cfg.family}
+        if not cfg.allows(self.context.requested_by):  # checked again: it runs as its requester
+            return self.finish(
+                result,
+                StepStatus.FAILED,
+                error=cfg.access_denied_message(self.context.requested_by),
+                **meta,
+            )
 
         parameters = self.resolved_parameters()  # a bad reference raises StepExecutionError
         problems = parameter_problems(query, parameters)

@@ -43,7 +43,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -52,6 +52,7 @@ from typing import Any
 from uuid import UUID
 
 from app.domain.errors import FieldError
+from app.steps.paths import PathNotAllowedError, confine
 
 log = logging.getLogger(__name__)
 
@@ -474,18 +475,27 @@ class StepInputError(ValueError):
     """A problem with a step's input found when it runs; the step ends FAILED with it."""
 
 
-def check_working_directory(path: str | None) -> str | None:
-    """``path`` made absolute, or ``StepInputError`` when it is not an existing directory."""
+def check_working_directory(path: str | None, roots: Sequence[str] | None = None) -> str | None:
+    """``path`` made absolute (real, when confined to ``roots``: see ``app.steps.paths``),
+    or ``StepInputError`` when it is outside the roots or not an existing directory."""
     if path is None:
         return None
-    if not os.path.isdir(path):
+    try:
+        full = confine(path, roots, field="working_directory")
+    except PathNotAllowedError as exc:
+        raise StepInputError(str(exc)) from None
+    if not os.path.isdir(full):
         raise StepInputError(f"working_directory {path!r} does not exist or is not a directory")
-    return os.path.abspath(path)
+    return full
 
 
-def resolve_script_path(path: str, cwd: str | None) -> str:
-    """Absolute path of ``script_path``; a relative one is taken from the working directory."""
-    full = os.path.abspath(os.path.join(cwd or os.getcwd(), path))
+def resolve_script_path(path: str, cwd: str | None, roots: Sequence[str] | None = None) -> str:
+    """Absolute path of ``script_path`` (real, when confined to ``roots``); a relative one is
+    taken from the working directory (confined: else from the first root)."""
+    try:
+        full = confine(path, roots, field="script_path", base=cwd)
+    except PathNotAllowedError as exc:
+        raise StepInputError(str(exc)) from None
     if not os.path.isfile(full):
         raise StepInputError(f"script_path {path!r} does not exist or is not a file")
     return full

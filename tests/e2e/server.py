@@ -1,5 +1,5 @@
-"""Run the service as a real process: ``uvicorn app.main:create_app --factory`` on a free
-loopback port, waited for by polling /health with a deadline."""
+"""Run the service as a real process: ``python -m app`` (uvicorn inside, after the bind
+check) on a free loopback port, waited for by polling /health with a deadline."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class LiveServer:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: A key (all scopes) when the server runs with V2_API_KEYS; None in open mode.
+    api_key: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -53,17 +59,7 @@ def live_server(workdir: Path, **env_overrides: str) -> Iterator[LiveServer]:
         **env_overrides,
     }
     log_path = workdir / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)

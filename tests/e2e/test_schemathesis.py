@@ -15,6 +15,7 @@ Settings of the run, and why:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,9 +24,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+from app.api.security import key_entry, new_api_key
 from tests.e2e.server import ROOT, LiveServer, live_server
 
 MAX_EXAMPLES = 25
+# The service runs with an API key, as deployed; every call carries it (schemathesis's own
+# "ignored_auth" check also calls without it and expects 401).
+FUZZ_KEY = new_api_key()
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +40,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         V2_SHELL_EXECUTABLE="/bin/true",
         V2_POWERSHELL_EXECUTABLE="/nonexistent/pwsh",
         V2_SHUTDOWN_GRACE_SECONDS="1",
+        V2_RATE_LIMIT_PER_MINUTE="0",  # the fuzzer starts far more than 60 jobs a minute
+        V2_API_KEYS=json.dumps([key_entry(FUZZ_KEY, "fuzzer", ["admin"])]),
     ) as running:
         yield running
 
@@ -42,6 +49,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 CONFIG = SchemathesisConfig.from_dict(
     {
         "generation": {"max-examples": MAX_EXAMPLES},
+        "headers": {"Authorization": f"Bearer {FUZZ_KEY}"},
         "parameters": {"query.wait": "false"},
         "operations": [
             {
