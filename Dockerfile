@@ -22,11 +22,14 @@ COPY alembic.ini ./
 COPY migrations ./migrations
 RUN mkdir -p /srv/data && chown scheduler /srv/data
 USER scheduler
-ENV V2_DATABASE_URL=sqlite+aiosqlite:////srv/data/jobscheduler.db \
+# Listening beyond loopback requires API keys: pass V2_API_KEYS (or V2_API_KEYS_FILE).
+ENV V2_HOST=0.0.0.0 \
+    V2_PORT=8000 \
+    V2_DATABASE_URL=sqlite+aiosqlite:////srv/data/jobscheduler.db \
     V2_POWERSHELL_EXECUTABLE=pwsh \
     PYTHONUNBUFFERED=1
 VOLUME ["/srv/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"
-CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["python", "-m", "app"]

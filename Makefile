@@ -15,7 +15,7 @@ install: $(BIN)/python  ## install the service and its dev tools into .venv
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 run: install  ## serve on 127.0.0.1:8000 with the embedded SQLite default
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+	$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite (needs PostgreSQL and MariaDB, see README)
 	$(BIN)/pytest

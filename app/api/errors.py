@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -302,7 +303,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     body = problem(exc.status_code, detail, instance=request.url.path)
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return problem_response(body, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; list every method.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(body, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the documented paths matching this request's path accept."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    exact = paths.get(request.url.path)
+    if exact is not None:  # a literal path is its own resource (/jobs/execute, not /jobs/{id})
+        return sorted(m.upper() for m in exact if m in _HTTP_METHODS)
+    methods: set[str] = set()
+    for template, item in paths.items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.url.path):
+            methods |= {m.upper() for m in item if m in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
 # -- middleware -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from app.api.jobs_schemas import (
 )
 from app.api.routes import _ACCEPTED_202, _EXECUTION_400, operation_id
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate, Problem
+from app.api.security import current_key_id
 from app.api.service import ModernJobAPI
 from app.domain.enums import JobStatus
 from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
@@ -108,7 +109,9 @@ async def create_job(
     api: JobAPIDep,
     request: Request,
 ) -> Response:
-    stored = await _jobs(api).create(api._parse_job_data(job))
+    definition = api._parse_job_data(job)
+    api.check_connection_access(definition, current_key_id(request))
+    stored = await _jobs(api).create(definition)
     return await _job_response(api, stored, 201, request)
 
 
@@ -143,7 +146,7 @@ async def list_jobs(
     description="The job with its version (also as ETag), next fire time (UTC and local) "
     "and last execution.",
     response_model=JobRead,
-    responses={200: {"headers": _JOB_HEADERS}, 404: _404, **problem_responses(500, 503)},
+    responses={200: {"headers": _JOB_HEADERS}, 404: _404, **problem_responses(400, 500, 503)},
 )
 async def get_job(job_id: JobId, api: JobAPIDep) -> Response:
     return await _job_response(api, await _jobs(api).get(job_id))
@@ -164,13 +167,24 @@ async def get_job(job_id: JobId, api: JobAPIDep) -> Response:
     },
 )
 async def replace_job(
-    job_id: JobId, job: JobCreate, api: JobAPIDep, if_match: IfMatch = None
+    job_id: JobId,
+    job: Annotated[
+        JobCreate,
+        Body(
+            openapi_examples={
+                "recurring": {"summary": "The whole definition", "value": EXAMPLE_RECURRING_JOB}
+            }
+        ),
+    ],
+    api: JobAPIDep,
+    request: Request,
+    if_match: IfMatch = None,
 ) -> Response:
     if job.job_id != job_id:
         raise ConfigurationError([FieldError("job_id", "must match the job_id in the path")])
-    stored = await _jobs(api).replace(
-        api._parse_job_data(job), expected_version=_expected_version(if_match)
-    )
+    definition = api._parse_job_data(job)
+    api.check_connection_access(definition, current_key_id(request))
+    stored = await _jobs(api).replace(definition, expected_version=_expected_version(if_match))
     return await _job_response(api, stored)
 
 
@@ -188,7 +202,22 @@ async def replace_job(
     },
 )
 async def update_job(
-    job_id: JobId, changes: JobPatch, api: JobAPIDep, if_match: IfMatch = None
+    job_id: JobId,
+    changes: Annotated[
+        JobPatch,
+        Body(
+            openapi_examples={
+                "disable": {"summary": "Disable the job", "value": {"enabled": False}},
+                "every 15 minutes": {
+                    "summary": "Change the schedule",
+                    "value": {"schedule_config": {"type": "interval", "every_seconds": 900}},
+                },
+            }
+        ),
+    ],
+    api: JobAPIDep,
+    request: Request,
+    if_match: IfMatch = None,
 ) -> Response:
     service = _jobs(api)
     current = await service.get(job_id)
@@ -197,6 +226,7 @@ async def update_job(
     for key in ("created_at", "updated_at"):
         merged.pop(key, None)
     job = api._parse_job_data(merged)
+    api.check_connection_access(job, current_key_id(request))
     stored = await service.replace(
         job, expected_version=current.version if expected is None else expected
     )
@@ -236,7 +266,7 @@ async def _set_enabled(
         200: {"headers": _JOB_HEADERS},
         404: _404,
         412: _412,
-        **problem_responses(400, 500, 503),
+        **problem_responses(400, 413, 500, 503),
     },
 )
 async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
@@ -253,7 +283,7 @@ async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) ->
         200: {"headers": _JOB_HEADERS},
         404: _404,
         412: _412,
-        **problem_responses(400, 500, 503),
+        **problem_responses(400, 413, 500, 503),
     },
 )
 async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
@@ -268,12 +298,20 @@ async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -
     "execution when it succeeds, 400 with the execution when it does not, or 202 with "
     "`?wait=false`.",
     response_model=ExecutionRead,
-    responses={202: _ACCEPTED_202, 400: _EXECUTION_400, 404: _404, **problem_responses(500, 503)},
+    responses={
+        202: _ACCEPTED_202,
+        400: _EXECUTION_400,
+        404: _404,
+        **problem_responses(413, 500, 503),
+    },
 )
 async def run_job(
     job_id: JobId, api: JobAPIDep, request: Request, wait: Annotated[bool, Query()] = True
 ) -> Response:
-    execution = await _jobs(api).run_now(job_id)
+    service = _jobs(api)
+    key_id = current_key_id(request)
+    api.check_connection_access((await service.get(job_id)).job, key_id)
+    execution = await service.run_now(job_id, requested_by=key_id)
     if not wait:
         url = str(request.url_for("get_execution", execution_id=execution.execution_id))
         body = ExecutionAcceptedRead(
@@ -319,7 +357,25 @@ async def get_next_runs(
     response_model=NextRunsRead,
     responses=problem_responses(400, 413, 500, 503),
 )
-async def preview_schedule(preview: SchedulePreviewCreate, api: JobAPIDep) -> NextRunsRead:
+async def preview_schedule(
+    preview: Annotated[
+        SchedulePreviewCreate,
+        Body(
+            openapi_examples={
+                "gap": {
+                    "summary": "A 02:30 job on the day New York springs forward",
+                    "value": {
+                        "schedule_config": {"type": "cron", "expression": "30 2 * * *"},
+                        "timezone": "America/New_York",
+                        "after": "2026-03-07T00:00:00Z",
+                        "count": 3,
+                    },
+                }
+            }
+        ),
+    ],
+    api: JobAPIDep,
+) -> NextRunsRead:
     after: datetime | None = None
     if preview.after is not None:
         try:

@@ -62,9 +62,10 @@ class FireTimeRead(BaseModel):
 
     at_utc: datetime
     at_local: datetime = Field(description="The same instant in the job's timezone.")
-    nominal_local: datetime = Field(
-        description="The wall-clock time the schedule asked for (differs from at_local only "
-        "when a DST gap moved the fire)."
+    nominal_local: str = Field(
+        description="The wall-clock time the schedule asked for, ISO 8601 without offset "
+        "(differs from at_local only when a DST gap moved the fire).",
+        examples=["2026-03-08T02:30:00"],
     )
     moved_by_dst_gap: bool = Field(
         description="The asked-for local time does not exist (spring-forward gap): the fire "
@@ -76,7 +77,7 @@ class FireTimeRead(BaseModel):
         return cls(
             at_utc=fire.at,
             at_local=fire.local,
-            nominal_local=fire.nominal_local,
+            nominal_local=fire.nominal_local.isoformat(),
             moved_by_dst_gap=fire.moved_by_dst_gap,
         )
 
