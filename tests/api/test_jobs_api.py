@@ -39,21 +39,26 @@ async def test_create_get_list_and_etag(client: httpx.AsyncClient) -> None:
     page1 = await client.get(JOBS, params={"limit": 1})
     page2 = await client.get(JOBS, params={"limit": 1, "cursor": page1.json()["next_cursor"]})
     assert [j["job_id"] for j in page1.json()["items"] + page2.json()["items"]] == [
-        "nightly", "other"]
+        "nightly",
+        "other",
+    ]
 
 
 async def test_concurrent_edits_are_refused_with_412(client: httpx.AsyncClient) -> None:
     await client.post(JOBS, json=recurring())
-    first = await client.patch(f"{JOBS}/nightly", json={"description": "a"},
-                               headers={"If-Match": '"1"'})
+    first = await client.patch(
+        f"{JOBS}/nightly", json={"description": "a"}, headers={"If-Match": '"1"'}
+    )
     assert first.status_code == 200 and first.headers["ETag"] == '"2"'
-    stale = await client.patch(f"{JOBS}/nightly", json={"description": "b"},
-                               headers={"If-Match": '"1"'})
+    stale = await client.patch(
+        f"{JOBS}/nightly", json={"description": "b"}, headers={"If-Match": '"1"'}
+    )
     problem = assert_problem(stale, 412)
     assert "version 2" in problem["detail"]
     assert (await client.get(f"{JOBS}/nightly")).json()["description"] == "a"
-    replaced = await client.put(f"{JOBS}/nightly", json={**recurring(), "job_name": "New"},
-                                headers={"If-Match": '"2"'})
+    replaced = await client.put(
+        f"{JOBS}/nightly", json={**recurring(), "job_name": "New"}, headers={"If-Match": '"2"'}
+    )
     assert replaced.status_code == 200 and replaced.json()["version"] == 3
     assert_problem(await client.put(f"{JOBS}/nightly", json=recurring("other-id")), 400)
     assert_problem(await client.delete(f"{JOBS}/nightly", headers={"If-Match": '"1"'}), 412)
@@ -64,10 +69,14 @@ async def test_invalid_schedule_names_the_field(client: httpx.AsyncClient) -> No
         ({"type": "cron", "expression": "61 * * * *"}, "schedule_config.expression"),
         ({"type": "cron", "expression": "0 0 30 2 *"}, "schedule_config.expression"),
         ({"type": "interval", "every_seconds": -5}, "schedule_config.every_seconds"),
-        ({"type": "cron", "expression": "* * * * *", "misfire_policy": "sometimes"},
-         "schedule_config.misfire_policy"),
-        ({"type": "cron", "expression": "* * * * *", "overlap_policy": "x"},
-         "schedule_config.overlap_policy"),
+        (
+            {"type": "cron", "expression": "* * * * *", "misfire_policy": "sometimes"},
+            "schedule_config.misfire_policy",
+        ),
+        (
+            {"type": "cron", "expression": "* * * * *", "overlap_policy": "x"},
+            "schedule_config.overlap_policy",
+        ),
         ({"type": "yearly"}, "schedule_config.type"),
     ]:
         response = await client.post(JOBS, json={**shell_job("bad"), "schedule_config": config})
@@ -88,9 +97,15 @@ async def test_enable_disable_and_next_runs(client: httpx.AsyncClient) -> None:
 
 
 async def test_preview_flags_runs_moved_by_a_dst_gap(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v2/schedules/preview", json={
-        "schedule_config": {"type": "cron", "expression": "30 2 * * *"},
-        "timezone": "America/New_York", "after": "2026-03-07T12:00:00Z", "count": 2})
+    response = await client.post(
+        "/api/v2/schedules/preview",
+        json={
+            "schedule_config": {"type": "cron", "expression": "30 2 * * *"},
+            "timezone": "America/New_York",
+            "after": "2026-03-07T12:00:00Z",
+            "count": 2,
+        },
+    )
     assert response.status_code == 200, response.text
     runs = response.json()["runs"]
     assert runs[0]["at_local"] == "2026-03-08T03:00:00-04:00"
@@ -98,8 +113,13 @@ async def test_preview_flags_runs_moved_by_a_dst_gap(client: httpx.AsyncClient) 
     assert runs[0]["moved_by_dst_gap"] is True
     assert runs[1]["at_utc"] == "2026-03-09T06:30:00Z"
     assert runs[1]["moved_by_dst_gap"] is False
-    bad = await client.post("/api/v2/schedules/preview", json={
-        "schedule_config": {"type": "cron", "expression": "bad"}, "after": "2026-01-01T00:00"})
+    bad = await client.post(
+        "/api/v2/schedules/preview",
+        json={
+            "schedule_config": {"type": "cron", "expression": "bad"},
+            "after": "2026-01-01T00:00",
+        },
+    )
     fields = [e["field"] for e in assert_problem(bad, 400)["errors"]]
     assert "schedule_config.expression" in fields and "after" in fields
 
@@ -123,8 +143,9 @@ async def test_run_a_stored_job_and_see_it_in_history(client: httpx.AsyncClient)
 async def test_history_filters_and_pagination(client: httpx.AsyncClient) -> None:
     ids = []
     for n in range(5):
-        response = await client.post("/api/v2/jobs/execute",
-                                     json=shell_job(f"h{n % 2}", "exit 0" if n % 2 else "exit 3"))
+        response = await client.post(
+            "/api/v2/jobs/execute", json=shell_job(f"h{n % 2}", "exit 0" if n % 2 else "exit 3")
+        )
         ids.append(response.json()["execution_id"])
     failed = (await client.get("/api/v2/executions", params={"status": "failed"})).json()
     assert {e["job_id"] for e in failed["items"]} == {"h0"} and len(failed["items"]) == 3
@@ -140,12 +161,15 @@ async def test_history_filters_and_pagination(client: httpx.AsyncClient) -> None
         if not cursor:
             break
     assert seen == list(reversed(ids))  # newest first, nothing missing or repeated
-    assert_problem(await client.get("/api/v2/executions",
-                                    params={"started_after": "yesterday"}), 400)
-    assert_problem(await client.get("/api/v2/executions",
-                                    params={"started_after": "2026-01-01T00:00:00"}), 400)
+    assert_problem(
+        await client.get("/api/v2/executions", params={"started_after": "yesterday"}), 400
+    )
+    assert_problem(
+        await client.get("/api/v2/executions", params={"started_after": "2026-01-01T00:00:00"}), 400
+    )
     assert_problem(await client.get("/api/v2/executions", params={"cursor": "zzz"}), 400)
-    window = await client.get("/api/v2/executions",
-                              params={"started_after": "2000-01-01T00:00:00Z",
-                                      "started_before": "2000-01-02T00:00:00Z"})
+    window = await client.get(
+        "/api/v2/executions",
+        params={"started_after": "2000-01-01T00:00:00Z", "started_before": "2000-01-02T00:00:00Z"},
+    )
     assert window.json()["items"] == []

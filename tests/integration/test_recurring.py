@@ -47,8 +47,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def engine(store_factory: Any, clock: Clock, probe: Probe
-                 ) -> AsyncIterator[NewExecutionEngine]:
+async def engine(
+    store_factory: Any, clock: Clock, probe: Probe
+) -> AsyncIterator[NewExecutionEngine]:
     eng = make(store_factory, clock)
     await eng.start()
     yield eng
@@ -56,15 +57,22 @@ async def engine(store_factory: Any, clock: Clock, probe: Probe
 
 
 def make(store_factory: Any, clock: Clock, **kw: Any) -> NewExecutionEngine:
-    return NewExecutionEngine(store=store_factory(), clock=clock, poll_interval_seconds=3600,
-                              misfire_grace_seconds=300, **kw)
+    return NewExecutionEngine(
+        store=store_factory(),
+        clock=clock,
+        poll_interval_seconds=3600,
+        misfire_grace_seconds=300,
+        **kw,
+    )
 
 
-def job(job_id: str, schedule: dict[str, Any], tz: str = "America/New_York",
-        **steps: Any) -> JobDefinition:
+def job(
+    job_id: str, schedule: dict[str, Any], tz: str = "America/New_York", **steps: Any
+) -> JobDefinition:
     step = {"step_id": "a", "type": "probe", **steps}
-    return JobDefinition(job_id=job_id, job_name=job_id, timezone=tz, steps=[step],
-                         schedule_config=schedule)
+    return JobDefinition(
+        job_id=job_id, job_name=job_id, timezone=tz, steps=[step], schedule_config=schedule
+    )
 
 
 async def history(engine: NewExecutionEngine, job_id: str) -> list[Any]:
@@ -121,7 +129,8 @@ async def test_fixed_time_in_repeated_hour_fires_once_even_across_a_restart(
         assert len(await history(second, "fold")) == 1
         assert second.jobs is not None
         assert (await second.jobs.get("fold")).next_fire_at == datetime(
-            2026, 11, 2, 6, 30, tzinfo=UTC)
+            2026, 11, 2, 6, 30, tzinfo=UTC
+        )
     finally:
         await second.stop()
 
@@ -137,18 +146,23 @@ async def test_wildcard_hour_follows_elapsed_time_through_fall_back(
         clock.now = datetime(2026, 11, 1, hour, 0, 1, tzinfo=UTC)
         runs = await settle(engine, "hourly", len(fired) + 1)
         fired = [r.metadata["scheduled_for"] for r in runs]
-    assert fired == ["2026-11-01T05:00:00+00:00", "2026-11-01T06:00:00+00:00",
-                     "2026-11-01T07:00:00+00:00"]
+    assert fired == [
+        "2026-11-01T05:00:00+00:00",
+        "2026-11-01T06:00:00+00:00",
+        "2026-11-01T07:00:00+00:00",
+    ]
 
 
-@pytest.mark.parametrize(("policy", "ran", "recorded"), [
-    ("run_once", 1, 9), ("skip", 0, 10), ("run_all", 5, 5)])
+@pytest.mark.parametrize(
+    ("policy", "ran", "recorded"), [("run_once", 1, 9), ("skip", 0, 10), ("run_all", 5, 5)]
+)
 async def test_misfire_policies_record_every_fire_that_did_not_run(
     engine: NewExecutionEngine, clock: Clock, policy: str, ran: int, recorded: int
 ) -> None:
     assert engine.jobs is not None
-    await engine.jobs.create(job("every", {"type": "interval", "every_seconds": 60,
-                                           "misfire_policy": policy}))
+    await engine.jobs.create(
+        job("every", {"type": "interval", "every_seconds": 60, "misfire_policy": policy})
+    )
     # Down for 10.5 minutes: 10 fires are due, 5 within the 300 s grace, none on time.
     clock.now = clock.now + timedelta(minutes=10, seconds=30)
     runs = await settle(engine, "every", 10)
@@ -160,15 +174,22 @@ async def test_misfire_policies_record_every_fire_that_did_not_run(
     assert all(r.error_message for r in others)
     if policy == "run_once":
         assert succeeded[0].metadata["scheduled_for"] == max(
-            r.metadata["scheduled_for"] for r in runs)
+            r.metadata["scheduled_for"] for r in runs
+        )
 
 
 @pytest.mark.parametrize("overlap", ["skip", "replace", "queue", "allow"])
-async def test_overlap_policies(engine: NewExecutionEngine, clock: Clock, probe: Probe,
-                                overlap: str) -> None:
+async def test_overlap_policies(
+    engine: NewExecutionEngine, clock: Clock, probe: Probe, overlap: str
+) -> None:
     assert engine.jobs is not None
-    await engine.jobs.create(job("long", {"type": "interval", "every_seconds": 60,
-                                          "overlap_policy": overlap}, gate="open"))
+    await engine.jobs.create(
+        job(
+            "long",
+            {"type": "interval", "every_seconds": 60, "overlap_policy": overlap},
+            gate="open",
+        )
+    )
     clock.now = clock.now + timedelta(seconds=61)  # the first fire is one interval in
     await engine._recurring.fire_due()  # type: ignore[union-attr]
     await engine._scheduler.run_due()
@@ -216,12 +237,13 @@ async def test_disabled_job_stops_firing(engine: NewExecutionEngine, clock: Cloc
     assert (await engine.jobs.get("off")).next_fire_at is None
 
 
-async def test_two_replicas_fire_each_time_once(tmp_path: Path, clock: Clock,
-                                                probe: Probe) -> None:
+async def test_two_replicas_fire_each_time_once(tmp_path: Path, clock: Clock, probe: Probe) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'replicas.db'}"
     await upgrade_to_head(url)
-    engines = [NewExecutionEngine(store=SqlExecutionStore(url), clock=clock,
-                                  poll_interval_seconds=3600) for _ in range(2)]
+    engines = [
+        NewExecutionEngine(store=SqlExecutionStore(url), clock=clock, poll_interval_seconds=3600)
+        for _ in range(2)
+    ]
     for eng in engines:
         await eng.start()
     try:
