@@ -16,11 +16,18 @@ from app.domain.errors import (
     ExecutionEngineError,
     SchedulingError,
 )
+from app.domain.jobs import schedule_policies
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import utc_now
 from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
-from app.engine.ports import TRIGGER_NOW, ExecutionStore, JobStore, ScheduledRun
+from app.engine.ports import (
+    TRIGGER_NOW,
+    TRIGGER_SCHEDULE,
+    ExecutionStore,
+    JobStore,
+    ScheduledRun,
+)
 from app.engine.queue import TimezoneJobQueue
 from app.engine.recurring import RecurringScheduler
 from app.engine.runner import Execution, JobRunner
@@ -505,6 +512,10 @@ class NewExecutionEngine:
             scheduled_for=run.scheduled_for,
             requested_by=run.requested_by,
         )
+        if run.trigger == TRIGGER_SCHEDULE:
+            # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
+            misfire, overlap = schedule_policies(run.job.schedule_config)
+            execution.serial = overlap == "queue" or misfire == "run_all"
         self._queue_for(run.job.timezone).enqueue(execution)
 
     async def _run_execution(
@@ -515,13 +526,15 @@ class NewExecutionEngine:
             if execution.serial
             else None
         )
+        holds_serial = False
         try:
             try:
                 if serial is not None:
                     await serial.acquire()
+                    holds_serial = True
                 await self._worker_slots.acquire()
             except asyncio.CancelledError:
-                if serial is not None and serial.locked():
+                if holds_serial and serial is not None:
                     serial.release()
                 if not execution.context.is_cancelled():
                     raise

@@ -114,11 +114,13 @@ class RecurringScheduler:
             fires.append(following.at)
             following = schedule.next_fire(following.at)
         misfire, overlap = schedule_policies(job.schedule_config)
+        # Executions of this job active before this evaluation (not the runs it adds).
+        active = self._engine.active_execution_ids(job.job_id)
         to_run, to_record = self._decide(fires, now, misfire)
         for at, reason, status in to_record:
             await self._record(stored, at, reason, status)
         for at in to_run:
-            await self._run(stored, at, overlap)
+            await self._run(stored, at, overlap, active)
         moved = await self._jobs.advance_job(
             job.job_id,
             expected_next_fire_at=first,
@@ -200,9 +202,8 @@ class RecurringScheduler:
             return  # this fire was already handled (before a restart, or by a replica)
         await self._engine.store.mark_missed(execution_id, reason, status)
 
-    async def _run(self, stored: StoredJob, at: datetime, overlap: str) -> None:
+    async def _run(self, stored: StoredJob, at: datetime, overlap: str, active: list[str]) -> None:
         job = stored.job
-        active = self._engine.active_execution_ids(job.job_id)
         if active and overlap == "skip":
             await self._record(
                 stored,

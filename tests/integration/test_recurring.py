@@ -206,6 +206,15 @@ async def test_overlap_policies(
         async with asyncio.timeout(10):
             while probe.active_total < 2:
                 await asyncio.sleep(0.01)
+    if overlap == "queue":
+        async with asyncio.timeout(10):
+            while len(waiting := engine.active_execution_ids("long")) < 2:
+                await asyncio.sleep(0.01)
+        for _ in range(50):  # give a wrongly unserialised run every chance to start
+            await asyncio.sleep(0)
+        assert probe.active_total == 1
+        status = engine.get_execution_status(waiting[1])
+        assert status is not None and status["status"] == "pending"
     probe.gates["open"].set()
     runs = await settle(engine, "long", 2)
     statuses = {r.execution_id: r for r in runs}
