@@ -21,7 +21,6 @@ Every fire that does not run is recorded in the history with its reason.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from app.domain.records import TRIGGER_SCHEDULE, DuplicateScheduledRunError, Sch
 from app.domain.schedules import build_schedule
 from app.domain.timeutil import utc_now
 from app.engine.ports import JobStore
+from app.engine.scheduler import DueLoop
 
 if TYPE_CHECKING:
     from app.engine.engine import NewExecutionEngine
@@ -44,7 +44,7 @@ log = logging.getLogger("app.engine.recurring")
 MAX_FIRES_PER_EVALUATION = 1000
 
 
-class RecurringScheduler:
+class RecurringScheduler(DueLoop):
     def __init__(
         self,
         engine: NewExecutionEngine,
@@ -56,34 +56,19 @@ class RecurringScheduler:
         batch_size: int = 100,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        super().__init__(
+            poll_interval_seconds=poll_interval_seconds, batch_size=batch_size, clock=clock
+        )
         self._engine = engine
         self._jobs = jobs
         self._misfire_grace = misfire_grace
         self._on_time = on_time_tolerance
-        self._poll = poll_interval_seconds
-        self._batch = batch_size
-        self._clock = clock
-        self._wake = asyncio.Event()
 
-    def notify(self) -> None:
-        self._wake.set()
+    async def next_due_time(self) -> datetime | None:
+        return await self._jobs.next_job_fire_time()
 
-    async def run_forever(self) -> None:
-        while True:
-            fired = await self.fire_due()
-            if fired >= self._batch:
-                continue
-            delay = self._poll
-            upcoming = await self._jobs.next_job_fire_time()
-            if upcoming is not None:
-                delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
-            self._wake.clear()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+    async def run_due(self) -> int:
+        return await self.fire_due()
 
     async def fire_due(self) -> int:
         now = self._clock()

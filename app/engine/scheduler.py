@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -18,7 +19,52 @@ from app.engine.ports import ExecutionStore, ScheduledRun
 log = logging.getLogger("app.engine.scheduler")
 
 
-class Scheduler:
+class DueLoop(ABC):
+    """Handles what is due, then sleeps until the next due time, the poll interval (work
+    another replica added) or ``notify()``, whichever comes first."""
+
+    def __init__(
+        self,
+        *,
+        poll_interval_seconds: float,
+        batch_size: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._poll = poll_interval_seconds
+        self._batch = batch_size
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Something new may be due: look again now."""
+        self._wake.set()
+
+    @abstractmethod
+    async def run_due(self) -> int:
+        """Handle up to one batch of due work; return how much was due."""
+
+    @abstractmethod
+    async def next_due_time(self) -> datetime | None:
+        """When the earliest pending work is due."""
+
+    async def run_forever(self) -> None:
+        while True:
+            if await self.run_due() >= self._batch:
+                continue  # more may be due right now
+            delay = self._poll
+            upcoming = await self.next_due_time()
+            if upcoming is not None:
+                delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
+            self._wake.clear()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+
+class Scheduler(DueLoop):
     def __init__(
         self,
         store: ExecutionStore,
@@ -29,34 +75,15 @@ class Scheduler:
         batch_size: int = 100,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        super().__init__(
+            poll_interval_seconds=poll_interval_seconds, batch_size=batch_size, clock=clock
+        )
         self._store = store
         self._dispatch = dispatch
         self._owner = owner
-        self._poll = poll_interval_seconds
-        self._batch = batch_size
-        self._clock = clock
-        self._wake = asyncio.Event()
 
-    def notify(self) -> None:
-        """Something was scheduled: re-check the earliest due time now."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while True:
-            dispatched = await self.run_due()
-            if dispatched >= self._batch:
-                continue  # more may be due right now
-            delay = self._poll
-            upcoming = await self._store.next_scheduled_time()
-            if upcoming is not None:
-                delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
-            self._wake.clear()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+    async def next_due_time(self) -> datetime | None:
+        return await self._store.next_scheduled_time()
 
     async def run_due(self) -> int:
         """Claim (in one batch) and dispatch the runs due now; return how many."""
