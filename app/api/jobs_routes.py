@@ -24,7 +24,13 @@ from app.api.jobs_schemas import (
     NextRunsRead,
     SchedulePreviewCreate,
 )
-from app.api.routes import _ACCEPTED_202, _EXECUTION_400, operation_id
+from app.api.routes import (
+    _ACCEPTED_202,
+    _EXECUTION_400,
+    accepted_response,
+    execution_response,
+    operation_id,
+)
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate, Problem
 from app.api.security import current_key_id
 from app.api.service import ModernJobAPI
@@ -314,16 +320,14 @@ async def run_job(
     execution = await service.run_now(job_id, requested_by=key_id)
     if not wait:
         url = str(request.url_for("get_execution", execution_id=execution.execution_id))
-        body = ExecutionAcceptedRead(
-            execution_id=execution.execution_id, status=execution.result.status, status_url=url
-        )
-        return JSONResponse(
-            body.model_dump(mode="json"), status_code=202, headers={"Location": url}
+        return accepted_response(
+            ExecutionAcceptedRead(
+                execution_id=execution.execution_id, status=execution.result.status, status_url=url
+            )
         )
     result = await api.engine.wait_for(execution.execution_id)
     assert result is not None
-    read = ExecutionRead.model_validate({**result.to_dict(), "trigger": "now"})
-    return JSONResponse(read.model_dump(mode="json"), status_code=200 if read.success else 400)
+    return execution_response(ModernJobAPI._execution_read(result.to_dict()))
 
 
 @jobs_router.get(

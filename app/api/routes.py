@@ -117,10 +117,20 @@ async def execute_job(
     ] = True,
 ) -> Response:
     if not wait:
-        accepted = await api.submit(job, _status_url(request), requested_by=key_id(key))
-        headers = {"Location": accepted.status_url}
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
-    result = await api.execute(job, requested_by=key_id(key))
+        return accepted_response(
+            await api.submit(job, _status_url(request), requested_by=key_id(key))
+        )
+    return execution_response(await api.execute(job, requested_by=key_id(key)))
+
+
+def accepted_response(accepted: ExecutionAcceptedRead) -> JSONResponse:
+    """202 with the execution id and its Location."""
+    headers = {"Location": accepted.status_url}
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+def execution_response(result: ExecutionRead) -> JSONResponse:
+    """200 when the execution succeeded, else 400, with the execution as the body."""
     return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.success else 400)
 
 

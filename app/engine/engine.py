@@ -94,6 +94,7 @@ class NewExecutionEngine:
         self._maintenance_interval = maintenance_interval_seconds
         self._recover_on_start = recover_on_start
         self._maintenance_task: asyncio.Task[None] | None = None
+        self._maintenance_stop = asyncio.Event()
         self.recovery_report: dict[str, int] = {}
         self.jobs: JobService | None = None
         self._recurring: RecurringScheduler | None = None
@@ -143,6 +144,10 @@ class NewExecutionEngine:
         self._started_at = self._clock()
         for queue in self._queues.values():
             await queue.start()
+        self._scheduler.reset()
+        if self._recurring is not None:
+            self._recurring.reset()
+        self._maintenance_stop.clear()
         self._scheduler_task = asyncio.create_task(
             self._scheduler.run_forever(), name="engine-scheduler"
         )
@@ -176,11 +181,7 @@ class NewExecutionEngine:
         if self._state == "stopped":
             return
         self._state = "stopping"
-        for side in (self._scheduler_task, self._recurring_task, self._maintenance_task):
-            if side is not None:
-                side.cancel()
-                await asyncio.gather(side, return_exceptions=True)
-        self._scheduler_task = self._recurring_task = self._maintenance_task = None
+        await self._stop_background()
         for queue in list(self._queues.values()):
             await queue.stop_dispatching()
         if wait_for_jobs and self._tasks:
@@ -639,12 +640,39 @@ class NewExecutionEngine:
 
     async def _maintenance_forever(self) -> None:
         assert self.history_retention_days is not None
-        while True:
+        while not self._maintenance_stop.is_set():
             cutoff = self._clock() - timedelta(days=self.history_retention_days)
             purged = await self.store.purge_history(cutoff)
             if purged:
                 log.info("purged %d executions that ended before %s", purged, cutoff)
-            await asyncio.sleep(self._maintenance_interval)
+            try:
+                async with asyncio.timeout(self._maintenance_interval):
+                    await self._maintenance_stop.wait()
+            except TimeoutError:
+                pass
+
+    async def _stop_background(self, grace_seconds: float = 10.0) -> None:
+        """Ask the background loops to finish their current pass, so that no store call is
+        cut off in the middle (a cut-off SQLite call would outlive its event loop); cancel
+        whatever has not finished after the grace."""
+        self._scheduler.stop()
+        if self._recurring is not None:
+            self._recurring.stop()
+        self._maintenance_stop.set()
+        tasks = [
+            t
+            for t in (self._scheduler_task, self._recurring_task, self._maintenance_task)
+            if t is not None
+        ]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_seconds)
+            for task in late:
+                log.warning(
+                    "%s did not stop within %.0fs: cancelling it", task.get_name(), grace_seconds
+                )
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._scheduler_task = self._recurring_task = self._maintenance_task = None
 
 
 def _uncancel() -> None:

@@ -34,9 +34,15 @@ class DueLoop(ABC):
         self._batch = batch_size
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def notify(self) -> None:
         """Something new may be due: look again now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current pass (a store call is never interrupted) and return."""
+        self._stopping = True
         self._wake.set()
 
     @abstractmethod
@@ -47,15 +53,21 @@ class DueLoop(ABC):
     async def next_due_time(self) -> datetime | None:
         """When the earliest pending work is due."""
 
+    def reset(self) -> None:
+        """Make a stopped loop runnable again (before starting ``run_forever``)."""
+        self._stopping = False
+
     async def run_forever(self) -> None:
-        while True:
-            if await self.run_due() >= self._batch:
+        while not self._stopping:
+            if await self.run_due() >= self._batch or self._stopping:
                 continue  # more may be due right now
             delay = self._poll
             upcoming = await self.next_due_time()
             if upcoming is not None:
                 delay = min(delay, max(0.0, (upcoming - self._clock()).total_seconds()))
             self._wake.clear()
+            if self._stopping:  # stop() may have come while we asked the store
+                break
             if delay > 0:
                 try:
                     async with asyncio.timeout(delay):
