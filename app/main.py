@@ -11,19 +11,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Security
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.api.deps import build_engine, load_api_keys, prepare_database
 from app.api.errors import install_problem_handling
-from app.api.jobs_routes import jobs_router
 from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
-from app.api.routes import health_router, v2_router
+from app.api.routes import include_routes
 from app.api.security import (
     OPEN_MODE_WARNING,
     check_bind_address,
     install_security,
-    scope_by_method,
 )
 from app.api.service import ModernJobAPI
 from app.settings import Settings
@@ -71,10 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
-    app.include_router(v2_router)
-    # Routes that declare no scope of their own get one by method (GET: read, .../run: run,
-    # other writes: admin); those that do are left to their own.
-    app.include_router(jobs_router, dependencies=[Security(scope_by_method)])
-    app.include_router(health_router)
+    include_routes(app)
     install_openapi(app)
     return app

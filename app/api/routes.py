@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
@@ -249,3 +249,15 @@ async def health() -> HealthRead:
 )
 async def ready(api: JobAPIDep) -> ReadinessRead:
     return await api.readiness()
+
+
+def include_routes(app: FastAPI) -> None:
+    """Mount every route of the service on ``app`` (also used by create_modern_job_routes)."""
+    from app.api.jobs_routes import jobs_router
+    from app.api.security import scope_by_method
+
+    app.include_router(v2_router)
+    # Routes that declare no scope of their own get one by method (GET: read, .../run: run,
+    # other writes: admin); those that do are left to their own.
+    app.include_router(jobs_router, dependencies=[Security(scope_by_method)])
+    app.include_router(health_router)

@@ -605,7 +605,7 @@ def create_modern_job_routes(app: FastAPI, api: ModernJobAPI | None = None) -> M
         ModernJobAPI instance for direct access
     """
     from app.api.deps import load_api_keys, load_settings
-    from app.api.routes import health_router, v2_router
+    from app.api.routes import include_routes
     from app.api.security import OPEN_MODE_WARNING, install_security
 
     settings = load_settings()
@@ -616,8 +616,7 @@ def create_modern_job_routes(app: FastAPI, api: ModernJobAPI | None = None) -> M
         log.warning(OPEN_MODE_WARNING)
     install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
-    app.include_router(v2_router)
-    app.include_router(health_router)
+    include_routes(app)
     install_openapi(app)
     app.state.job_api = api
     _run_with_lifespan(app, api)
