@@ -125,7 +125,7 @@ async def run_backend(ws: Workspace, backend: str, seconds: float, warmup: float
 
 
 async def run(ws: Workspace, quick: bool) -> list[Figure]:
-    seconds, warmup = (3.0, 1.0) if quick else (20.0, 3.0)
+    seconds, warmup = (3.0, 0.5) if quick else (20.0, 3.0)
     return [
         await run_backend(ws, "postgresql", seconds, warmup),
         await run_backend(ws, "sqlite", seconds, warmup),

@@ -23,7 +23,17 @@ from bench.common import RESULTS_DIR
 
 PROFILE_DIR = RESULTS_DIR / "profiles"
 RATE_HZ = 100
-IDLE_LEAVES = ("Condition.wait", "_worker (concurrent", "select (selectors", "Queue.get", "poll (")
+# Leaves where a thread waits: thread pools, selectors, and uvloop's C event loop (py-spy
+# shows its epoll wait as the Python frame that entered it, Runner.run).
+IDLE_LEAVES = (
+    "Condition.wait",
+    "_worker (concurrent",
+    "select (selectors",
+    "Queue.get",
+    "poll (",
+    "Runner.run (asyncio/runners.py",
+    "_connection_worker_thread (aiosqlite/core.py:59)",
+)
 _enabled = False
 
 
@@ -96,7 +106,13 @@ def summarize(raw: Path, top: int = 60) -> str:
             inclusive[frame] += n
         own[frames[-1]] += n
     total = total or 1
-    out = [f"{raw.name}: {total} active samples at {RATE_HZ} Hz", "", "inclusive, app/ only:"]
+    out = [
+        f"{raw.name}: {total} busy samples at {RATE_HZ} Hz (waits dropped). SQLAlchemy runs",
+        "its statements in greenlets: those frames appear as separate stacks rooted at",
+        "Session.execute / greenlet_spawn rather than under the app/ frame that called them.",
+        "",
+        "inclusive, app/ only:",
+    ]
     app = [(f, n) for f, n in inclusive.most_common() if "(app/" in f][:top]
     out += [f"{100 * n / total:5.1f}%  {f}" for f, n in app]
     out += ["", "inclusive, everything:"]
