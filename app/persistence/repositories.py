@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Interval,
+    Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -45,6 +47,56 @@ IN_FLIGHT_STATUSES = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
 
 def step_execution_id(execution_id: str, attempt: int, step_id: str) -> str:
     return str(uuid.uuid5(_STEP_NAMESPACE, f"{execution_id}/{attempt}/{step_id}"))
+
+
+# Upserts are built once per (dialect, table, value keys) and executed with parameters:
+# building them per call (ON CONFLICT ... excluded) cost more than the database round trip.
+_UPSERTS: dict[tuple[bool, str, tuple[str, ...]], Any] = {}
+
+
+def _cached_upsert(on_postgresql: bool, kind: str, keys: tuple[str, ...]) -> Any:
+    cache_key = (on_postgresql, kind, keys)
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is not None:
+        return stmt
+    insert_ = postgresql.insert if on_postgresql else sqlite.insert
+    if kind == "job":
+        table: Table = JobExecutionV2.__table__  # type: ignore[assignment]
+        columns = (*keys, "owner", "created_at", "updated_at")
+        base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+        keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
+        stmt = base.on_conflict_do_update(
+            index_elements=[table.c.execution_id],
+            set_={c: base.excluded[c] for c in columns if c not in keep},
+        )
+    else:
+        table = StepExecutionV2.__table__  # type: ignore[assignment]
+        columns = (
+            *keys,
+            "step_execution_id",
+            "execution_id",
+            "attempt",
+            "created_at",
+            "updated_at",
+        )
+        next_order = (
+            select(func.coalesce(func.max(table.c.start_order) + 1, 0))
+            .where(
+                table.c.execution_id == bindparam("execution_id", type_=table.c.execution_id.type),
+                table.c.attempt == bindparam("attempt", type_=table.c.attempt.type),
+            )
+            .scalar_subquery()
+        )
+        base = insert_(table).values(
+            {**{c: bindparam(c, type_=table.c[c].type) for c in columns}, "start_order": next_order}
+        )
+        keep = ("step_id", "step_execution_id", "execution_id", "attempt", "created_at")
+        stmt = base.on_conflict_do_update(
+            index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id],
+            set_={c: base.excluded[c] for c in columns if c not in keep},
+        )
+    _UPSERTS[cache_key] = stmt
+    return stmt
 
 
 class _Repository:
@@ -88,43 +140,27 @@ class ExecutionRepository(_Repository):
         """Insert or update the job row's state; how it was created (trigger, definition,
         created_at ...) is kept from the first write."""
         now = utc_now()
-        stmt = self.upsert_statement(JobExecutionV2).values(
-            **values, owner=owner, created_at=now, updated_at=now
+        stmt = _cached_upsert(self.on_postgresql, "job", tuple(sorted(values)))
+        await self.session.execute(
+            stmt, {**values, "owner": owner, "created_at": now, "updated_at": now}
         )
-        changing = [k for k in values if k not in ("execution_id", "job_id", "timezone")]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[JobExecutionV2.execution_id],
-            set_={**{k: stmt.excluded[k] for k in changing}, "owner": owner, "updated_at": now},
-        )
-        await self.session.execute(stmt)
 
     async def upsert_step(self, execution_id: str, attempt: int, values: dict[str, Any]) -> None:
         """Insert or update the step row keyed by (execution_id, attempt, step_id). A new row
         gets the next ``start_order`` of its attempt."""
         now = utc_now()
-        step = StepExecutionV2
-        next_order = (
-            select(func.coalesce(func.max(step.start_order) + 1, 0))
-            .where(step.execution_id == execution_id, step.attempt == attempt)
-            .scalar_subquery()
-        )
-        stmt = self.upsert_statement(step).values(
-            **values,
-            step_execution_id=step_execution_id(execution_id, attempt, values["step_id"]),
-            execution_id=execution_id,
-            attempt=attempt,
-            start_order=next_order,
-            created_at=now,
-            updated_at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[step.execution_id, step.attempt, step.step_id],
-            set_={
-                **{k: stmt.excluded[k] for k in values if k != "step_id"},
+        stmt = _cached_upsert(self.on_postgresql, "step", tuple(sorted(values)))
+        await self.session.execute(
+            stmt,
+            {
+                **values,
+                "step_execution_id": step_execution_id(execution_id, attempt, values["step_id"]),
+                "execution_id": execution_id,
+                "attempt": attempt,
+                "created_at": now,
                 "updated_at": now,
             },
         )
-        await self.session.execute(stmt)
 
     async def get(self, execution_id: str) -> JobExecutionV2 | None:
         return await self.session.get(JobExecutionV2, execution_id)
