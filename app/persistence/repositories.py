@@ -60,8 +60,18 @@ def _cached_upsert(on_postgresql: bool, kind: str, keys: tuple[str, ...]) -> Any
     if stmt is not None:
         return stmt
     insert_ = postgresql.insert if on_postgresql else sqlite.insert
-    if kind == "job":
-        table: Table = JobExecutionV2.__table__  # type: ignore[assignment]
+    table: Table
+    if kind == "pending":
+        table = JobExecutionV2.__table__  # type: ignore[assignment]
+        columns = (*keys, "status")
+        stmt = (
+            insert_(table)
+            .values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+            .on_conflict_do_nothing(index_elements=[table.c.execution_id])
+            .returning(table.c.execution_id)
+        )
+    elif kind == "job":
+        table = JobExecutionV2.__table__  # type: ignore[assignment]
         columns = (*keys, "owner", "created_at", "updated_at")
         base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
         keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
@@ -99,6 +109,17 @@ def _cached_upsert(on_postgresql: bool, kind: str, keys: tuple[str, ...]) -> Any
     return stmt
 
 
+_RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]
+_MARK_STARTED = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.execution_id == bindparam("b_execution_id"),
+        _RUNS.c.status.in_((RUN_PENDING, RUN_CLAIMED)),
+    )
+    .values(status=RUN_DONE)
+)
+
+
 class _Repository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -128,13 +149,9 @@ class ExecutionRepository(_Repository):
 
     async def insert_pending(self, values: dict[str, Any]) -> bool:
         """Insert a PENDING job row; False (and nothing changed) when the id exists."""
-        stmt = (
-            self.upsert_statement(JobExecutionV2)
-            .values(status=JobStatus.PENDING.value, **values)
-            .on_conflict_do_nothing(index_elements=[JobExecutionV2.execution_id])
-            .returning(JobExecutionV2.execution_id)
-        )
-        return (await self.session.execute(stmt)).first() is not None
+        stmt = _cached_upsert(self.on_postgresql, "pending", tuple(sorted(values)))
+        params = {**values, "status": JobStatus.PENDING.value}
+        return (await self.session.execute(stmt, params)).first() is not None
 
     async def upsert_job(self, values: dict[str, Any], owner: str | None) -> None:
         """Insert or update the job row's state; how it was created (trigger, definition,
@@ -437,7 +454,7 @@ class ScheduledRunRepository(_Repository):
 
     async def mark_started(self, execution_id: str) -> None:
         """The execution left PENDING: its run (if any) must never fire again."""
-        await self.set_status(execution_id, RUN_DONE, from_statuses=(RUN_PENDING, RUN_CLAIMED))
+        await self.session.execute(_MARK_STARTED, {"b_execution_id": execution_id})
 
     async def renew(self, execution_id: str, owner: str, attempt: int, seconds: float) -> bool:
         run = ScheduledRunV2
