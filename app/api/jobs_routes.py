@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -80,7 +81,8 @@ async def _job_response(
     body = JobRead.of(stored, last).model_dump(mode="json")
     headers = {"ETag": f'"{stored.version}"'}
     if status == 201 and request is not None:
-        headers["Location"] = str(request.url_for("get_job", job_id=stored.job_id))
+        # Path parameters are not percent-encoded by url_for; a job_id may be any text.
+        headers["Location"] = str(request.url_for("get_job", job_id=quote(stored.job_id, safe="")))
     return JSONResponse(body, status_code=status, headers=headers)
 
 

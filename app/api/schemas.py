@@ -101,7 +101,12 @@ class JobCreate(BaseModel):
         extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_JOB]}
     )
 
-    job_id: str = Field(min_length=1, max_length=100, description="Identifier of the job.")
+    job_id: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^/]+$",
+        description="Identifier of the job (any text without `/`: it is part of URLs).",
+    )
     job_name: str = Field(min_length=1, max_length=255, description="Human-readable name.")
     description: str = Field("", max_length=10_000)
     timezone: str = Field(

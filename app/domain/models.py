@@ -88,6 +88,8 @@ class JobDefinition:
                 errors.append(FieldError(name, f"must be at most {limit} characters"))
             elif "\x00" in value:
                 errors.append(FieldError(name, "must not contain NUL characters"))
+            elif name == "job_id" and "/" in value:
+                errors.append(FieldError(name, "must not contain '/' (job ids are part of URLs)"))
         if not isinstance(self.description, str):
             errors.append(FieldError("description", "must be a string"))
         if not isinstance(self.timezone, str) or len(self.timezone) > MAX_TIMEZONE_LENGTH:

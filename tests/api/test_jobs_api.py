@@ -173,3 +173,15 @@ async def test_history_filters_and_pagination(client: httpx.AsyncClient) -> None
         params={"started_after": "2000-01-01T00:00:00Z", "started_before": "2000-01-02T00:00:00Z"},
     )
     assert window.json()["items"] == []
+
+
+async def test_any_job_id_gets_a_valid_location(client: httpx.AsyncClient) -> None:
+    job_id = "nächtlich 🌙 ok"  # found by Schemathesis: a Location header must be latin-1
+    created = await client.post(JOBS, json=shell_job(job_id))
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    assert location.endswith("/api/v2/jobs/n%C3%A4chtlich%20%F0%9F%8C%99%20ok")
+    fetched = await client.get(location)
+    assert fetched.status_code == 200 and fetched.json()["job_id"] == job_id
+    refused = await client.post(JOBS, json=shell_job("a/b"))
+    assert [e["field"] for e in assert_problem(refused, 400)["errors"]] == ["job_id"]
