@@ -8,6 +8,7 @@ app refuses a non-loopback V2_HOST, and logs a warning that the API is open.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -52,6 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine = build_engine(config)
             api = ModernJobAPI(engine, settings=config)
             await api.start()
+            # What exists now lives as long as the process: keep it out of every full
+            # garbage collection (those caused 60-70 ms stalls in the benchmarks).
+            gc.collect()
+            gc.freeze()
             # Runs on shutdown: running jobs get V2_SHUTDOWN_GRACE_SECONDS to finish, then
             # they are cancelled and recorded CANCELLED.
             stack.push_async_callback(api.stop)
