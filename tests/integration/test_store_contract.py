@@ -9,13 +9,11 @@ store instances, leases, restart recovery, retention).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
 
 from app.domain import (
     ConfigurationError,
@@ -34,95 +32,13 @@ from app.domain.records import (
     ExecutionQuery,
     ScheduledRun,
 )
-from app.engine.memory_store import InMemoryExecutionStore
 from app.engine.ports import ExecutionStore
 from app.persistence import SqlExecutionStore, upgrade_to_head
 from app.persistence.store import SchemaMissingError, StoreNotOpenError
-from tests.conftest import drop_pg_database, make_pg_database
+from tests.integration.conftest import BACKENDS, SQL_BACKENDS, StoreFactory
 
-BACKENDS = ["memory", "sqlite", "postgresql"]
-SQL_BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2030, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
-
-StoreFactory = Callable[..., Awaitable[Any]]
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pg_store_url() -> Iterator[str]:
-    """A PostgreSQL database of this module, migrated to head."""
-    name, url = make_pg_database()
-    try:
-        asyncio.run(upgrade_to_head(url))
-        yield url
-    finally:
-        drop_pg_database(name)
-
-
-async def _truncate(url: str) -> None:
-    store = SqlExecutionStore(url)
-    await store.open()
-    try:
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                text("TRUNCATE scheduled_runs_v2, step_executions_v2, job_executions_v2")
-            )
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def pg_url_for_test(request: pytest.FixtureRequest) -> str | None:
-    """The module's PostgreSQL URL when this test runs on PostgreSQL (a sync fixture: the
-    database is made with asyncio.run, outside the test's event loop)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is None or "postgresql" not in callspec.params.values():
-        return None
-    url: str = request.getfixturevalue("pg_store_url")
-    return url
-
-
-@pytest.fixture
-async def make_store(sqlite_url: str, pg_url_for_test: str | None) -> AsyncIterator[StoreFactory]:
-    """``await make_store(backend, **options)``: an open store; the SQL backends of one test
-    share one database, so two instances see the same data."""
-    opened: list[Any] = []
-    prepared: set[str] = set()
-
-    async def factory(backend: str, **options: Any) -> Any:
-        store: Any
-        if backend == "memory":
-            store = InMemoryExecutionStore(**options)
-        else:
-            if backend == "sqlite":
-                url = sqlite_url
-                if backend not in prepared:
-                    await upgrade_to_head(url)
-            else:
-                assert pg_url_for_test is not None, "parametrize the test with 'postgresql'"
-                url = pg_url_for_test
-                if backend not in prepared:
-                    await _truncate(url)
-            prepared.add(backend)
-            store = SqlExecutionStore(url, **options)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in reversed(opened):
-        await store.close()
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, make_store: StoreFactory) -> Any:
-    return await make_store(request.param)
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-async def sql_store(request: pytest.FixtureRequest, make_store: StoreFactory) -> Any:
-    return await make_store(request.param)
 
 
 # -- builders ---------------------------------------------------------------------------------
