@@ -57,6 +57,13 @@ _412 = {"model": Problem, "description": "If-Match names an older version: re-re
 _JOB_HEADERS = {
     "ETag": {"description": 'The job\'s version, e.g. `"3"`.', "schema": {"type": "string"}}
 }
+# What a route that changes a stored job answers besides its 200.
+_JOB_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _JOB_HEADERS},
+    404: _404,
+    412: _412,
+    **problem_responses(400, 413, 500, 503),
+}
 
 
 def _jobs(api: ModernJobAPI) -> JobService:
@@ -167,12 +174,7 @@ async def get_job(job_id: JobId, api: JobAPIDep) -> Response:
     description="Replaces the whole definition (the body's job_id must match the path). "
     "The next fire is recomputed from the schedule.",
     response_model=JobRead,
-    responses={
-        200: {"headers": _JOB_HEADERS},
-        404: _404,
-        412: _412,
-        **problem_responses(400, 413, 500, 503),
-    },
+    responses=_JOB_CHANGE_RESPONSES,
 )
 async def replace_job(
     job_id: JobId,
@@ -202,12 +204,7 @@ async def replace_job(
     summary="Change some fields of a stored job",
     description="Changes only the fields given; the result is validated as a whole.",
     response_model=JobRead,
-    responses={
-        200: {"headers": _JOB_HEADERS},
-        404: _404,
-        412: _412,
-        **problem_responses(400, 413, 500, 503),
-    },
+    responses=_JOB_CHANGE_RESPONSES,
 )
 async def update_job(
     job_id: JobId,
@@ -270,12 +267,7 @@ async def _set_enabled(
     summary="Enable a stored job",
     description="Its schedule fires again from the next fire time after now.",
     response_model=JobRead,
-    responses={
-        200: {"headers": _JOB_HEADERS},
-        404: _404,
-        412: _412,
-        **problem_responses(400, 413, 500, 503),
-    },
+    responses=_JOB_CHANGE_RESPONSES,
 )
 async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
     return await _set_enabled(api, job_id, True, if_match)
@@ -287,12 +279,7 @@ async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) ->
     summary="Disable a stored job",
     description="Stops future fires; running executions are not affected.",
     response_model=JobRead,
-    responses={
-        200: {"headers": _JOB_HEADERS},
-        404: _404,
-        412: _412,
-        **problem_responses(400, 413, 500, 503),
-    },
+    responses=_JOB_CHANGE_RESPONSES,
 )
 async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
     return await _set_enabled(api, job_id, False, if_match)
