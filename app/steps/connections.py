@@ -14,6 +14,7 @@ import asyncio
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import text
@@ -45,11 +46,11 @@ class ConnectionConfig:
     allowed_keys: tuple[str, ...] | None = None
     engine_options: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def dialect(self) -> str:
         return make_url(self.url).get_backend_name()
 
-    @property
+    @cached_property
     def family(self) -> str:
         """``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"sqlite"``."""
         return dialect_family(self.dialect)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import re
 from collections.abc import Coroutine, Mapping
@@ -308,9 +309,15 @@ class QueryRows:
 # -- statement and parameters ---------------------------------------------------------------------
 
 
-def query_parameter_names(query: str) -> set[str]:
-    """Names of the ``:name`` placeholders SQLAlchemy's ``text()`` finds in ``query``."""
-    return set(text(query).compile().params)
+def query_parameter_names(query: str) -> frozenset[str]:
+    """Names of the ``:name`` placeholders SQLAlchemy's ``text()`` finds in ``query``
+    (cached: a job's queries are checked at submission and again on every run)."""
+    return _placeholders(query)
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(query: str) -> frozenset[str]:
+    return frozenset(text(query).compile().params)
 
 
 def parameter_problems(query: str, parameters: Mapping[str, Any]) -> list[str]:
