@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,12 @@ from app.domain.enums import StepStatus
 from app.domain.errors import ConfigurationError
 from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, ExecutionStep, StepFactory, StepResources
+from tests.support.processes import (
+    group_members,
+    read_pids,
+    running_in_group,
+    wait_until,
+)
 
 RESOURCES = StepResources(kill_grace_seconds=0.3)
 
@@ -44,28 +49,6 @@ async def run_config(config: dict[str, Any], **kwargs: Any) -> StepExecutionResu
     return await run_step(make_step(config, **kwargs))
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2])
-
-
-def running_in_group(pid: int, pgid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == pgid
-
-
-def group_members(pgid: int) -> list[int]:
-    return [
-        int(p.name)
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and running_in_group(int(p.name), pgid)
-    ]
-
-
 def group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -80,19 +63,6 @@ def gone(path: Path) -> bool:
 
 def real(path: Path) -> str:
     return os.path.realpath(path)
-
-
-def read_pids(path: Path) -> list[int]:
-    return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- the key test: timeout / cancel leave no process behind ---------------------------------------

@@ -6,7 +6,6 @@ import asyncio
 import os
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,12 @@ from app.steps.subprocess_runner import (
     ProcessStartError,
     run_process,
 )
+from tests.support.processes import (
+    group_members,
+    read_pids,
+    running_in_group,
+    wait_until,
+)
 
 SH = "/bin/sh"
 ENV = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
@@ -24,43 +29,6 @@ MiB = 1024 * 1024
 
 
 # -- helpers (independent of the runner's own /proc code) --------------------------------------
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgrp) of ``pid``, or None when it no longer exists."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2])
-
-
-def running_in_group(pid: int, pgid: int) -> bool:
-    """``pid`` is alive (not a zombie) and still in process group ``pgid``."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == pgid
-
-
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and running_in_group(int(entry.name), pgid):
-            out.append(int(entry.name))
-    return out
-
-
-def read_pids(path: Path) -> list[int]:
-    if not path.exists():
-        return []
-    return [int(line) for line in path.read_text().split()]
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def run(argv: list[str], **kwargs: object) -> ProcessResult:
