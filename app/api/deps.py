@@ -52,7 +52,7 @@ def build_engine(settings: Settings, store: ExecutionStore | None = None) -> New
         queue_max_concurrent=settings.queue_max_concurrent,
         store=store if store is not None else build_store(settings),
         resources=StepResources(
-            connections=ConnectionRegistry(settings.connections),
+            connections=ConnectionRegistry(settings.connections, pool_size=settings.max_workers),
             powershell_executable=settings.powershell_executable,
             shell_executable=settings.shell_executable,
             max_output_bytes=settings.max_output_bytes,

@@ -448,12 +448,15 @@ class NewExecutionEngine:
             requested_by=requested_by,
         )
         if fresh:
+            # Queued work must be on record before it is acknowledged; an execute-now call
+            # answers with the final result, whose durable write covers this one.
             await self.store.record_pending(
                 execution_id,
                 job,
                 trigger=trigger,
                 scheduled_for=scheduled_for,
                 requested_by=requested_by,
+                durable=trigger != TRIGGER_NOW,
             )
         self._live[execution_id] = execution
         return execution
@@ -546,6 +549,9 @@ class NewExecutionEngine:
                 self._running[execution.execution_id] = execution
                 self.peak_workers = max(self.peak_workers, len(self._running))
                 return await self._runner.run(execution)
+            except Exception as exc:  # the store failed under the runner: end it FAILED
+                await self._fail_unrecorded(execution, exc)
+                return execution.result
             except asyncio.CancelledError:
                 if not execution.context.is_cancelled():
                     raise
@@ -574,6 +580,17 @@ class NewExecutionEngine:
             self._recent.popitem(last=False)
         if not execution.done.done():
             execution.done.set_result(execution.result)
+
+    async def _fail_unrecorded(self, execution: Execution, exc: Exception) -> None:
+        log.exception("execution %s could not be run or recorded", execution.execution_id)
+        result = execution.result
+        result.status = JobStatus.FAILED
+        result.error_message = f"internal error: {type(exc).__name__}: {exc}"
+        result.end_time = self._clock()
+        try:
+            await self.store.record_job(result)
+        except Exception:
+            log.exception("execution %s: recording its failure failed too", execution.execution_id)
 
     async def _cancel_all(self, reason: str) -> None:
         for execution in list(self._live.values()):

@@ -69,6 +69,7 @@ class InMemoryExecutionStore:
         trigger: str,
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
+        durable: bool = True,
     ) -> None:
         if execution_id in self._jobs:
             return
@@ -85,7 +86,7 @@ class InMemoryExecutionStore:
         )
         self._created[execution_id] = utc_now()
 
-    async def record_job(self, result: JobExecutionResult) -> None:
+    async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
         self._jobs[result.execution_id] = storable_job(result)
         self._created.setdefault(result.execution_id, utc_now())
         if result.status is not JobStatus.PENDING and result.execution_id in self._runs:
@@ -93,7 +94,9 @@ class InMemoryExecutionStore:
             del self._runs[result.execution_id]
             self._drop_from_heap(result.execution_id)
 
-    async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
+    async def record_step(
+        self, execution_id: str, step: StepExecutionResult, attempt: int, *, durable: bool = True
+    ) -> None:
         stored = storable_step(step, self.max_output_chars)
         self._steps.setdefault(execution_id, {})[(attempt, stored.step_id)] = stored
 

@@ -58,13 +58,20 @@ class ExecutionStore(Protocol):
         trigger: str,
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
+        durable: bool = True,
     ) -> None:
-        """Create the execution row in PENDING state."""
+        """Create the execution row in PENDING state.
 
-    async def record_job(self, result: JobExecutionResult) -> None:
+        ``durable`` (here and below): the write is in the store when the call returns.
+        ``durable=False`` lets a store queue it for a later batch (group commit); it must
+        still be applied in order and seen by every later call of the store."""
+
+    async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
         """Write the job row's current state (RUNNING, RETRYING or terminal)."""
 
-    async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
+    async def record_step(
+        self, execution_id: str, step: StepExecutionResult, attempt: int, *, durable: bool = True
+    ) -> None:
         """Write one step row (when it starts and again when it ends)."""
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:

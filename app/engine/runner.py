@@ -95,7 +95,7 @@ class JobRunner:
                 result.status = JobStatus.RUNNING
                 result.steps = []
                 result.error_message = None
-                await self._persist(self.store.record_job(result))
+                await self._queue_write(self.store.record_job(result, durable=False))
                 await self._run_attempt(execution, attempt, cached)
                 if result.status not in (JobStatus.FAILED, JobStatus.TIMEOUT):
                     break
@@ -104,7 +104,7 @@ class JobRunner:
                 delay = retry_delay(job, attempt + 1)
                 result.status = JobStatus.RETRYING
                 result.metadata["next_retry_delay_seconds"] = delay
-                await self._persist(self.store.record_job(result))
+                await self._queue_write(self.store.record_job(result, durable=False))
                 log.info(
                     "execution %s attempt %d %s; retrying in %.1fs",
                     execution.execution_id,
@@ -134,6 +134,13 @@ class JobRunner:
             return result
         await self._finish(execution, result.status, result.error_message)
         return result
+
+    async def _queue_write(self, write: Coroutine[Any, Any, None]) -> None:
+        """A progress write (RUNNING, RETRYING, a step row) with ``durable=False``: the store
+        queues it for its next batch and returns without waiting for the database, so it
+        cannot be cut off half way. The job's final write is durable (``_persist``): it
+        covers every progress write queued before it."""
+        await write
 
     async def _persist(self, write: Coroutine[Any, Any, None]) -> None:
         """Run a store write to completion even if this task is cancelled meanwhile (a
@@ -208,7 +215,9 @@ class JobRunner:
                 previous, metadata={**previous.metadata, "cached": True, "attempt": attempt}
             )
             result.add_step_result(reused)
-            await self._persist(self.store.record_step(execution.execution_id, reused, attempt))
+            await self._queue_write(
+                self.store.record_step(execution.execution_id, reused, attempt, durable=False)
+            )
             return reused
         running = StepExecutionResult(
             step_id=step_id,
@@ -220,11 +229,15 @@ class JobRunner:
         )
         result.add_step_result(running)
         execution.current_step = step_id
-        await self._persist(self.store.record_step(execution.execution_id, running, attempt))
+        await self._queue_write(
+            self.store.record_step(execution.execution_id, running, attempt, durable=False)
+        )
         final = await self._execute_step(execution, config, running)
         final.metadata.setdefault("attempt", attempt)
         result.steps[result.steps.index(running)] = final
-        await self._persist(self.store.record_step(execution.execution_id, final, attempt))
+        await self._queue_write(
+            self.store.record_step(execution.execution_id, final, attempt, durable=False)
+        )
         if final.success:
             final.metadata.setdefault("cached_from_attempt", attempt)
             cached[step_id] = final
@@ -288,7 +301,9 @@ class JobRunner:
             if step.status in (StepStatus.RUNNING, StepStatus.PENDING):
                 step.error_message = why
                 step.finish(status, now)
-                await self._persist(self.store.record_step(execution.execution_id, step, attempt))
+                await self._queue_write(
+                    self.store.record_step(execution.execution_id, step, attempt, durable=False)
+                )
         await self._record_skipped(execution)
 
     async def _record_skipped(self, execution: Execution) -> None:
@@ -296,8 +311,10 @@ class JobRunner:
             key = (execution.context.attempt, step.step_id)
             if step.status is StepStatus.SKIPPED and key not in execution.recorded_skips:
                 execution.recorded_skips.add(key)
-                await self._persist(
-                    self.store.record_step(execution.execution_id, step, execution.context.attempt)
+                await self._queue_write(
+                    self.store.record_step(
+                        execution.execution_id, step, execution.context.attempt, durable=False
+                    )
                 )
 
 

@@ -11,6 +11,8 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from app.sqlpool import ping_when_idle, pool_options
+
 #: Where the embedded database lives when V2_DATABASE_URL is not set.
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/jobscheduler.db"
 
@@ -21,6 +23,10 @@ SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 SQLITE_IMMEDIATE = "jsv2_sqlite_immediate"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: Connections the store keeps open on a server database. Its history writes share one
+#: connection (group commit); the rest serve reads, claims and the API.
+STORE_POOL_SIZE = 10
 
 
 def ensure_sqlite_directory(url: str | URL) -> None:
@@ -44,14 +50,14 @@ def create_engine(url: str, engine_options: dict[str, Any] | None = None) -> Asy
             f"unsupported database {backend!r} for the execution store; "
             f"use one of {', '.join(SUPPORTED_DIALECTS)}"
         )
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options = pool_options(backend, STORE_POOL_SIZE, engine_options)
     if backend == "sqlite":
         ensure_sqlite_directory(parsed)
-        options = {}
-    options.update(engine_options or {})
     engine = create_async_engine(parsed, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
+    elif not options.get("pool_pre_ping"):
+        ping_when_idle(engine)
     return engine
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.timeutil import utc_now
@@ -49,46 +49,45 @@ def step_execution_id(execution_id: str, attempt: int, step_id: str) -> str:
     return str(uuid.uuid5(_STEP_NAMESPACE, f"{execution_id}/{attempt}/{step_id}"))
 
 
-# Upserts are built once per (dialect, table, value keys) and executed with parameters:
+# Upserts are built once per (dialect, kind, bound columns) and executed with parameters:
 # building them per call (ON CONFLICT ... excluded) cost more than the database round trip.
 _UPSERTS: dict[tuple[bool, str, tuple[str, ...]], Any] = {}
 
+#: Kinds of history write: "pending" (insert a PENDING job row unless it exists; "pending?"
+#: is the same returning the id when inserted), "job" (upsert a job row's state), "step"
+#: (upsert a step row), "started" (a scheduled run whose execution left PENDING is done).
+HISTORY_KINDS = ("pending", "job", "step", "started")
 
-def _cached_upsert(on_postgresql: bool, kind: str, keys: tuple[str, ...]) -> Any:
-    cache_key = (on_postgresql, kind, keys)
+
+def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) -> Any:
+    """The statement of a history write of ``kind`` binding ``columns`` (sorted names)."""
+    if kind == "started":
+        return _MARK_STARTED
+    cache_key = (on_postgresql, kind, columns)
     stmt = _UPSERTS.get(cache_key)
     if stmt is not None:
         return stmt
     insert_ = postgresql.insert if on_postgresql else sqlite.insert
     table: Table
-    if kind == "pending":
+    if kind in ("pending", "pending?"):
         table = JobExecutionV2.__table__  # type: ignore[assignment]
-        columns = (*keys, "status")
         stmt = (
             insert_(table)
             .values({c: bindparam(c, type_=table.c[c].type) for c in columns})
             .on_conflict_do_nothing(index_elements=[table.c.execution_id])
-            .returning(table.c.execution_id)
         )
+        if kind == "pending?":
+            stmt = stmt.returning(table.c.execution_id)
     elif kind == "job":
         table = JobExecutionV2.__table__  # type: ignore[assignment]
-        columns = (*keys, "owner", "created_at", "updated_at")
         base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
         keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
         stmt = base.on_conflict_do_update(
             index_elements=[table.c.execution_id],
             set_={c: base.excluded[c] for c in columns if c not in keep},
         )
-    else:
+    elif kind == "step":
         table = StepExecutionV2.__table__  # type: ignore[assignment]
-        columns = (
-            *keys,
-            "step_execution_id",
-            "execution_id",
-            "attempt",
-            "created_at",
-            "updated_at",
-        )
         next_order = (
             select(func.coalesce(func.max(table.c.start_order) + 1, 0))
             .where(
@@ -105,8 +104,52 @@ def _cached_upsert(on_postgresql: bool, kind: str, keys: tuple[str, ...]) -> Any
             index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id],
             set_={c: base.excluded[c] for c in columns if c not in keep},
         )
+    else:
+        raise ValueError(f"unknown history write {kind!r}")
     _UPSERTS[cache_key] = stmt
     return stmt
+
+
+def pending_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters of a "pending" write from the job row's creation values."""
+    return {**values, "status": JobStatus.PENDING.value}
+
+
+def job_params(values: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """Parameters of a "job" write from ``convert.job_values``."""
+    now = utc_now()
+    return {**values, "owner": owner, "created_at": now, "updated_at": now}
+
+
+def step_params(execution_id: str, attempt: int, values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters of a "step" write from ``convert.step_values``."""
+    now = utc_now()
+    return {
+        **values,
+        "step_execution_id": step_execution_id(execution_id, attempt, values["step_id"]),
+        "execution_id": execution_id,
+        "attempt": attempt,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def started_params(execution_id: str) -> dict[str, Any]:
+    """Parameters of a "started" write."""
+    return {"b_execution_id": execution_id}
+
+
+async def write_history(conn: AsyncConnection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Execute history writes ``(kind, params)``: kinds in ``HISTORY_KINDS`` order, rows of
+    one statement together as one executemany (in the order given, which keeps the
+    ``start_order`` of an execution's new steps)."""
+    on_postgresql = conn.dialect.name == "postgresql"
+    groups: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for kind, params in rows:
+        groups.setdefault((HISTORY_KINDS.index(kind), tuple(sorted(params))), []).append(params)
+    for (index, columns), batch in sorted(groups.items(), key=lambda item: item[0][0]):
+        stmt = history_statement(on_postgresql, HISTORY_KINDS[index], columns)
+        await conn.execute(stmt, batch if len(batch) > 1 else batch[0])
 
 
 _RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]
@@ -149,35 +192,9 @@ class ExecutionRepository(_Repository):
 
     async def insert_pending(self, values: dict[str, Any]) -> bool:
         """Insert a PENDING job row; False (and nothing changed) when the id exists."""
-        stmt = _cached_upsert(self.on_postgresql, "pending", tuple(sorted(values)))
-        params = {**values, "status": JobStatus.PENDING.value}
+        params = pending_params(values)
+        stmt = history_statement(self.on_postgresql, "pending?", tuple(sorted(params)))
         return (await self.session.execute(stmt, params)).first() is not None
-
-    async def upsert_job(self, values: dict[str, Any], owner: str | None) -> None:
-        """Insert or update the job row's state; how it was created (trigger, definition,
-        created_at ...) is kept from the first write."""
-        now = utc_now()
-        stmt = _cached_upsert(self.on_postgresql, "job", tuple(sorted(values)))
-        await self.session.execute(
-            stmt, {**values, "owner": owner, "created_at": now, "updated_at": now}
-        )
-
-    async def upsert_step(self, execution_id: str, attempt: int, values: dict[str, Any]) -> None:
-        """Insert or update the step row keyed by (execution_id, attempt, step_id). A new row
-        gets the next ``start_order`` of its attempt."""
-        now = utc_now()
-        stmt = _cached_upsert(self.on_postgresql, "step", tuple(sorted(values)))
-        await self.session.execute(
-            stmt,
-            {
-                **values,
-                "step_execution_id": step_execution_id(execution_id, attempt, values["step_id"]),
-                "execution_id": execution_id,
-                "attempt": attempt,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
 
     async def get(self, execution_id: str) -> JobExecutionV2 | None:
         return await self.session.get(JobExecutionV2, execution_id)

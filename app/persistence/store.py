@@ -2,8 +2,11 @@
 
 It implements ``app.engine.ports.ExecutionStore`` and ``JobStore`` (the latter mixed in
 from ``app.persistence.job_store``) structurally: persistence does not import the engine.
-Every call is one short transaction; nothing is held across a step's I/O. Migrations are
-applied by the composition root (``app.persistence.migrate``), not here.
+Every call is one short transaction; nothing is held across a step's I/O. The history
+writes of running executions (job and step rows) go through a group-commit writer
+(``app.persistence.writer``): many executions' writes share one transaction, and every other
+call first waits for what was submitted before it. Migrations are applied by the composition
+root (``app.persistence.migrate``), not here.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -57,7 +60,19 @@ from app.persistence.models import (
     RUN_PENDING,
     JobExecutionV2,
 )
-from app.persistence.repositories import ExecutionRepository, ScheduledRunRepository
+from app.persistence.repositories import (
+    ExecutionRepository,
+    ScheduledRunRepository,
+    job_params,
+    pending_params,
+    started_params,
+    step_params,
+    write_history,
+)
+from app.persistence.writer import GroupCommitWriter, QueuedRow
+
+#: Triggers whose executions never have a scheduled run to mark started.
+_UNSCHEDULED_TRIGGERS = frozenset({"now", "queued"})
 
 
 def default_owner() -> str:
@@ -102,6 +117,8 @@ class SqlExecutionStore(SqlJobStoreMixin):
         self._engine: AsyncEngine | None = None
         self._readers: async_sessionmaker[AsyncSession] | None = None
         self._writers: async_sessionmaker[AsyncSession] | None = None
+        self._writer_engine: AsyncEngine | None = None
+        self._history = GroupCommitWriter(self._write_history_rows)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -121,9 +138,9 @@ class SqlExecutionStore(SqlJobStoreMixin):
             raise
         self._engine = engine
         self._readers = async_sessionmaker(engine, expire_on_commit=False)
-        self._writers = async_sessionmaker(
-            engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False
-        )
+        self._writer_engine = engine.execution_options(**{SQLITE_IMMEDIATE: True})
+        self._writers = async_sessionmaker(self._writer_engine, expire_on_commit=False)
+        self._history = GroupCommitWriter(self._write_history_rows)
 
     async def __aenter__(self) -> SqlExecutionStore:
         await self.open()
@@ -133,9 +150,13 @@ class SqlExecutionStore(SqlJobStoreMixin):
         await self.close()
 
     async def close(self) -> None:
-        """Dispose of the engine (its connections); the store can be opened again."""
+        """Write what is queued, then dispose of the engine (its connections); the store
+        can be opened again."""
+        if self._engine is not None:
+            await self._history.close()
         engine, self._engine = self._engine, None
         self._readers = self._writers = None
+        self._writer_engine = None
         if engine is not None:
             await engine.dispose()
 
@@ -149,6 +170,7 @@ class SqlExecutionStore(SqlJobStoreMixin):
     async def _read(self) -> AsyncIterator[AsyncSession]:
         if self._readers is None:
             raise StoreNotOpenError()
+        await self._history.barrier()
         async with self._readers.begin() as session:
             yield session
 
@@ -156,8 +178,29 @@ class SqlExecutionStore(SqlJobStoreMixin):
     async def _write(self) -> AsyncIterator[AsyncSession]:
         if self._writers is None:
             raise StoreNotOpenError()
+        await self._history.barrier()
         async with self._writers.begin() as session:
             yield session
+
+    async def _write_history_rows(self, rows: Sequence[QueuedRow]) -> None:
+        """One transaction of the group-commit writer."""
+        if self._writer_engine is None:
+            raise StoreNotOpenError()
+        async with self._writer_engine.begin() as conn:
+            await write_history(conn, [(row.kind, row.params) for row in rows])
+
+    async def _submit(
+        self, key: tuple[str, ...], kind: str, params: dict[str, Any], durable: bool
+    ) -> None:
+        if self._engine is None:
+            raise StoreNotOpenError()
+        done = self._history.submit(key, kind, params, wait=durable)
+        if done is not None:
+            await done
+
+    async def flush(self) -> None:
+        """Wait until every history write submitted so far is in the database."""
+        await self._history.barrier()
 
     # -- execution history ----------------------------------------------------------------
     async def record_pending(
@@ -168,28 +211,35 @@ class SqlExecutionStore(SqlJobStoreMixin):
         trigger: str,
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
+        durable: bool = True,
     ) -> None:
-        """Create the execution row in PENDING state (no change if it already exists)."""
-        async with self._write() as session:
-            await ExecutionRepository(session).insert_pending(
-                self._pending_values(execution_id, job, trigger, scheduled_for, requested_by)
-            )
+        """Create the execution row in PENDING state (no change if it already exists).
+        With ``durable`` (the default) it is in the database when this returns; without, it
+        is queued for the next group commit (later reads still see it)."""
+        values = self._pending_values(execution_id, job, trigger, scheduled_for, requested_by)
+        await self._submit(("pending", execution_id), "pending", pending_params(values), durable)
 
-    async def record_job(self, result: JobExecutionResult) -> None:
+    async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
         """Write the job row's current state (RUNNING, RETRYING or terminal); creates the row
         if ``record_pending`` was never called. Once it leaves PENDING its scheduled run, if
-        any, is done and never fires again."""
+        any, is done and never fires again. ``durable`` as in ``record_pending``."""
         job = storable_job(result)
-        async with self._write() as session:
-            await ExecutionRepository(session).upsert_job(job_values(job), self.owner)
-            if job.status is not JobStatus.PENDING:
-                await ScheduledRunRepository(session).mark_started(job.execution_id)
+        eid = job.execution_id
+        params = job_params(job_values(job), self.owner)
+        if job.status is not JobStatus.PENDING and (
+            job.metadata.get("trigger") not in _UNSCHEDULED_TRIGGERS
+        ):
+            await self._submit(("started", eid), "started", started_params(eid), False)
+        await self._submit(("job", eid), "job", params, durable)
 
-    async def record_step(self, execution_id: str, step: StepExecutionResult, attempt: int) -> None:
-        """Write one step row keyed by (execution_id, attempt, step_id)."""
+    async def record_step(
+        self, execution_id: str, step: StepExecutionResult, attempt: int, *, durable: bool = True
+    ) -> None:
+        """Write one step row keyed by (execution_id, attempt, step_id). ``durable`` as in
+        ``record_pending``."""
         values = step_values(storable_step(step, self.max_output_chars))
-        async with self._write() as session:
-            await ExecutionRepository(session).upsert_step(execution_id, attempt, values)
+        key = ("step", execution_id, str(attempt), values["step_id"])
+        await self._submit(key, "step", step_params(execution_id, attempt, values), durable)
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
         """The execution with the steps of its latest attempt (in start order), or None."""

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from app.domain.errors import ConfigurationError, FieldError
+from app.sqlpool import ping_when_idle, pool_options
 
 # Options a connection entry may carry besides its URL, passed to create_async_engine.
 _ENGINE_OPTIONS = {
@@ -134,10 +135,15 @@ def parse_connections(raw: Mapping[str, Any]) -> dict[str, ConnectionConfig]:
 
 
 class ConnectionRegistry:
-    """Lazily creates and caches one pooled engine per connection name."""
+    """Lazily creates and caches one pooled engine per connection name.
 
-    def __init__(self, connections: Mapping[str, Any] | None = None) -> None:
+    ``pool_size``: connections each pool keeps open (the engine's ``max_workers`` is the
+    right size: that many steps can run at once); a connection entry's own options win.
+    """
+
+    def __init__(self, connections: Mapping[str, Any] | None = None, *, pool_size: int = 5) -> None:
         self._configs = parse_connections(connections or {})
+        self._pool_size = pool_size
         self._engines: dict[str, AsyncEngine] = {}
         self._control_engines: dict[str, AsyncEngine] = {}
         self._lock = asyncio.Lock()
@@ -158,10 +164,10 @@ class ConnectionRegistry:
         engine = self._engines.get(name)
         if engine is None:
             cfg = self.config(name)
-            options = dict(cfg.engine_options)
-            if cfg.dialect != "sqlite":
-                options.setdefault("pool_pre_ping", True)
+            options = pool_options(cfg.dialect, self._pool_size, cfg.engine_options)
             engine = create_async_engine(cfg.url, **options)
+            if cfg.dialect != "sqlite" and not options.get("pool_pre_ping"):
+                ping_when_idle(engine)
             self._engines[name] = engine
         return engine
 

@@ -30,9 +30,9 @@ class RecordingStore(InMemoryExecutionStore):
         super().__init__()
         self.job_statuses: dict[str, list[str]] = {}
 
-    async def record_job(self, result: Any) -> None:
+    async def record_job(self, result: Any, *, durable: bool = True) -> None:
         self.job_statuses.setdefault(result.execution_id, []).append(result.status.value)
-        await super().record_job(result)
+        await super().record_job(result, durable=durable)
 
 
 @pytest.fixture

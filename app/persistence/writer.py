@@ -1,0 +1,181 @@
+"""Group commit for the execution history.
+
+Every execution writes its job row and step rows several times (PENDING, RUNNING, each step
+starting and ending, the end). Written one transaction each, those writes cost more than the
+job's own work. Here they are queued and written by one task, many at a time, in one
+transaction per batch:
+
+* Rows are keyed (job row per execution, step row per execution/attempt/step): a newer state
+  of a row that is still queued replaces the older one, keeping its first ``created_at``.
+* A batch writes every pending row first, then job rows, then step rows (a step row needs its
+  job row), then marks scheduled runs started.
+* A caller that needs its write durable awaits the future ``submit`` returns; it resolves
+  once the batch holding the row has committed, or carries the error if it could not be
+  written. A failed batch is retried row by row, so one bad row fails only its own callers.
+* ``barrier()`` waits until everything submitted before it has been written (or has failed):
+  the store calls it before every read and every other write, so nothing it does ever sees
+  the history older than what was submitted before.
+* ``close()`` writes what is queued and stops the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("app.persistence.writer")
+
+#: Kinds of row, in the order a batch writes them.
+KINDS = ("pending", "job", "step", "started")
+
+
+@dataclass
+class QueuedRow:
+    kind: str
+    params: dict[str, Any]
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+WriteRows = Callable[[Sequence[QueuedRow]], Awaitable[None]]
+
+
+class GroupCommitWriter:
+    def __init__(self, write_rows: WriteRows) -> None:
+        """``write_rows`` writes the given rows in one transaction (all or nothing)."""
+        self._write_rows = write_rows
+        self._queued: dict[Hashable, QueuedRow] = {}
+        self._queued_barriers: list[asyncio.Future[None]] = []
+        self._inflight_barriers: list[asyncio.Future[None]] | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.rows_written = 0
+
+    # -- producers -----------------------------------------------------------------------
+    def submit(
+        self, key: Hashable, kind: str, params: dict[str, Any], *, wait: bool
+    ) -> asyncio.Future[None] | None:
+        """Queue a row write; with ``wait`` a future that resolves when it is committed."""
+        if self._closing:
+            raise RuntimeError("the history writer is closed")
+        row = self._queued.get(key)
+        if row is None:
+            row = QueuedRow(kind, params)
+            self._queued[key] = row
+        else:
+            created_at = row.params.get("created_at")
+            row.params = params
+            if created_at is not None and "created_at" in params:
+                params["created_at"] = created_at
+        future: asyncio.Future[None] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            row.waiters.append(future)
+        self._ensure_running()
+        assert self._wake is not None
+        self._wake.set()
+        return future
+
+    async def barrier(self) -> None:
+        """Return once everything submitted so far has been written (or has failed)."""
+        if self._queued:
+            waiters = self._queued_barriers
+        elif self._inflight_barriers is not None:
+            waiters = self._inflight_barriers
+        else:
+            return
+        future = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        await asyncio.shield(future)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queued and self._inflight_barriers is None
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._closing = True
+        task = self._task
+        if task is None:
+            return
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            await asyncio.shield(task)
+        finally:
+            self._task = None
+
+    # -- the writer task -----------------------------------------------------------------
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not self._queued:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            rows = sorted(self._queued.values(), key=lambda r: KINDS.index(r.kind))
+            barriers = self._queued_barriers
+            self._queued, self._queued_barriers = {}, []
+            self._inflight_barriers = barriers
+            try:
+                await self._write(rows)
+            finally:
+                self._inflight_barriers = None
+                for future in barriers:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _write(self, rows: list[QueuedRow]) -> None:
+        try:
+            await self._write_rows(rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                _settle(rows, exc)
+                return
+            log.warning(
+                "writing a batch of %d history rows failed (%s: %s); retrying them one by one",
+                len(rows),
+                type(exc).__name__,
+                exc,
+            )
+            for row in rows:
+                try:
+                    await self._write_rows([row])
+                except Exception as row_exc:
+                    _settle([row], row_exc)
+                else:
+                    _settle([row], None)
+            return
+        self.batches += 1
+        self.rows_written += len(rows)
+        _settle(rows, None)
+
+
+def _settle(rows: Sequence[QueuedRow], error: Exception | None) -> None:
+    for row in rows:
+        if error is not None and not row.waiters:
+            log.error(
+                "a %s history row of execution %s could not be written: %s: %s",
+                row.kind,
+                row.params.get("execution_id") or row.params.get("b_execution_id"),
+                type(error).__name__,
+                error,
+            )
+        for future in row.waiters:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
