@@ -157,7 +157,8 @@ _MARK_STARTED = (
     update(_RUNS)
     .where(
         _RUNS.c.execution_id == bindparam("b_execution_id"),
-        _RUNS.c.status.in_((RUN_PENDING, RUN_CLAIMED)),
+        # Not IN (...): an expanding parameter cannot be used in an executemany batch.
+        or_(_RUNS.c.status == RUN_PENDING, _RUNS.c.status == RUN_CLAIMED),
     )
     .values(status=RUN_DONE)
 )

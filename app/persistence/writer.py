@@ -144,10 +144,9 @@ class GroupCommitWriter:
                 _settle(rows, exc)
                 return
             log.warning(
-                "writing a batch of %d history rows failed (%s: %s); retrying them one by one",
+                "writing a batch of %d history rows failed (%s); retrying them one by one",
                 len(rows),
-                type(exc).__name__,
-                exc,
+                describe(exc),
             )
             for row in rows:
                 try:
@@ -162,15 +161,21 @@ class GroupCommitWriter:
         _settle(rows, None)
 
 
+def describe(error: Exception) -> str:
+    """The error's type and first line (a database error's later lines list the statement's
+    parameters: row contents never go to the log)."""
+    first = str(error).split("\n", 1)[0]
+    return f"{type(error).__name__}: {first[:300]}"
+
+
 def _settle(rows: Sequence[QueuedRow], error: Exception | None) -> None:
     for row in rows:
         if error is not None and not row.waiters:
             log.error(
-                "a %s history row of execution %s could not be written: %s: %s",
+                "a %s history row of execution %s could not be written: %s",
                 row.kind,
                 row.params.get("execution_id") or row.params.get("b_execution_id"),
-                type(error).__name__,
-                error,
+                describe(error),
             )
         for future in row.waiters:
             if future.done():

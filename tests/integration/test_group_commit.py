@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import JobDefinition, JobExecutionResult, JobStatus, StepExecutionResult
 from app.domain.enums import StepStatus
+from app.domain.records import ScheduledRun
 from app.domain.timeutil import utc_now
 from app.engine import InMemoryExecutionStore, NewExecutionEngine
 from app.persistence.models import JobExecutionV2, StepExecutionV2
@@ -186,3 +187,25 @@ async def test_an_execution_whose_recording_fails_ends_failed(probe: Probe) -> N
         assert result.end_time is not None
     finally:
         await engine.stop()
+
+
+@on_sql
+async def test_scheduled_runs_started_in_one_batch_are_marked_started_together(
+    backend: str, make_store: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await make_store(backend)
+    soon = utc_now() + timedelta(hours=1)
+    ids = [f"r{i}" for i in range(10)]
+    for eid in ids:
+        await store.add_scheduled_run(
+            ScheduledRun(execution_id=eid, job=_job(), scheduled_for=soon)
+        )
+    for eid in ids:
+        started = _result(eid)
+        started.metadata["trigger"] = "scheduled"
+        await store.record_job(started, durable=False)
+    await store.flush()
+    assert store._history.batches == 1  # not retried row by row
+    assert "retrying" not in caplog.text
+    assert await store.count_scheduled_runs() == 0  # none of them can fire any more
+    assert await store.due_scheduled_runs(soon, 100) == []
