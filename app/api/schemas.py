@@ -273,7 +273,13 @@ class EngineHealthRead(BaseModel):
     active_workers: int
     peak_workers: int
     queued: int
-    scheduled_pending: int
+    scheduled_pending: int = Field(
+        description="Scheduled runs waiting for their time, counted up to 10,000 (see "
+        "`scheduled_pending_capped`); -1 when the store did not answer."
+    )
+    scheduled_pending_capped: bool = Field(
+        False, description="True when more runs wait than `scheduled_pending` says."
+    )
     default_timeout: int
     queue_max_concurrent: int
     step_caching: bool

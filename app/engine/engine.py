@@ -37,6 +37,10 @@ from app.steps.resources import StepResources
 
 log = logging.getLogger("app.engine")
 
+#: The status check counts pending runs up to here (beyond: "at least this many"), so it
+#: costs the same with a million runs pending.
+PENDING_COUNT_LIMIT = 10_000
+
 
 class NewExecutionEngine:
     """Modern async job execution engine with timezone support"""
@@ -201,11 +205,12 @@ class NewExecutionEngine:
     async def health_check(self) -> dict[str, Any]:
         """Get engine health status"""
         try:
-            pending = await self.store.count_scheduled_runs()
+            counted = await self.store.count_scheduled_runs(PENDING_COUNT_LIMIT + 1)
+            pending, capped = min(counted, PENDING_COUNT_LIMIT), counted > PENDING_COUNT_LIMIT
             store_ok = True
         except Exception:
             log.exception("store health check failed")
-            pending, store_ok = -1, False
+            pending, capped, store_ok = -1, False, False
         now = self._clock()
         return {
             "status": self._state if self._failure is None else "failed",
@@ -221,6 +226,7 @@ class NewExecutionEngine:
             "peak_workers": self.peak_workers,
             "queued": sum(q.get_queue_depth() for q in self._queues.values()),
             "scheduled_pending": pending,
+            "scheduled_pending_capped": capped,
             "default_timeout": self.default_timeout,
             "queue_max_concurrent": self.queue_max_concurrent,
             "step_caching": self.enable_step_caching,

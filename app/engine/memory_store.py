@@ -177,8 +177,8 @@ class InMemoryExecutionStore:
             job.error_message = CANCELLED_BEFORE_START
         return True
 
-    async def count_scheduled_runs(self) -> int:
-        return len(self._runs)
+    async def count_scheduled_runs(self, limit: int | None = None) -> int:
+        return len(self._runs) if limit is None else min(len(self._runs), limit)
 
     async def next_scheduled_time(self) -> datetime | None:
         while self._heap and self._heap[0][1] not in self._runs:

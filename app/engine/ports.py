@@ -93,8 +93,9 @@ class ExecutionStore(Protocol):
     async def cancel_scheduled_run(self, execution_id: str) -> bool:
         """Remove an unclaimed run (recorded CANCELLED); False when not pending."""
 
-    async def count_scheduled_runs(self) -> int:
-        """Number of runs still waiting."""
+    async def count_scheduled_runs(self, limit: int | None = None) -> int:
+        """Number of runs still waiting; with ``limit``, counting stops at ``limit`` (a
+        status check stays cheap with a million runs pending)."""
 
     async def next_scheduled_time(self) -> datetime | None:
         """``scheduled_for`` of the earliest unclaimed run."""

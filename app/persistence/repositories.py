@@ -512,12 +512,14 @@ class ScheduledRunRepository(_Repository):
         )
         return len((await self.session.execute(stmt)).all())
 
-    async def count_pending(self) -> int:
-        stmt = (
-            select(func.count())
-            .select_from(ScheduledRunV2)
-            .where(ScheduledRunV2.status == RUN_PENDING)
-        )
+    async def count_pending(self, limit: int | None = None) -> int:
+        """Pending runs; with ``limit`` the count stops there (reads at most that many
+        index entries instead of all of them)."""
+        run = ScheduledRunV2
+        pending = select(run.execution_id).where(run.status == RUN_PENDING)
+        if limit is not None:
+            pending = pending.limit(limit)
+        stmt = select(func.count()).select_from(pending.subquery())
         return int(await self.session.scalar(stmt) or 0)
 
     async def next_time(self) -> datetime | None:

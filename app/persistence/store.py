@@ -364,10 +364,10 @@ class SqlExecutionStore(SqlJobStoreMixin):
                 )
         return taken
 
-    async def count_scheduled_runs(self) -> int:
-        """Number of runs still waiting (pending)."""
+    async def count_scheduled_runs(self, limit: int | None = None) -> int:
+        """Number of runs still waiting (pending), at most ``limit`` when given."""
         async with self._read() as session:
-            return await ScheduledRunRepository(session).count_pending()
+            return await ScheduledRunRepository(session).count_pending(limit)
 
     async def next_scheduled_time(self) -> datetime | None:
         """``scheduled_for`` of the earliest pending run."""

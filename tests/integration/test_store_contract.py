@@ -334,6 +334,8 @@ async def test_scheduled_runs_add_due_claim_cancel_count_next(store: Any) -> Non
         await store.add_scheduled_run(run)
 
     assert await store.count_scheduled_runs() == 3
+    assert await store.count_scheduled_runs(limit=2) == 2  # counting stops at the limit
+    assert await store.count_scheduled_runs(limit=5) == 3
     next_time = await store.next_scheduled_time()
     assert next_time == T0 + timedelta(minutes=5)
     assert_utc(next_time)

@@ -19,6 +19,7 @@ from app.domain import (
 )
 from app.domain.timeutil import utc_now
 from app.engine import InMemoryExecutionStore, NewExecutionEngine, TimezoneJobQueue
+from app.engine import engine as engine_module
 from app.engine.runner import retry_delay
 from tests.support.steps import Probe, install_probe, uninstall_probe
 
@@ -359,6 +360,20 @@ async def test_health_and_queue_status(engine: NewExecutionEngine, probe: Probe)
         "completed",
         "failed",
     }
+
+
+async def test_health_counts_pending_runs_up_to_a_limit(
+    engine: NewExecutionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "PENDING_COUNT_LIMIT", 3)
+    later = utc_now() + timedelta(hours=1)
+    for _ in range(3):
+        await engine.schedule_job(job("p"), later)
+    health = await engine.health_check()
+    assert (health["scheduled_pending"], health["scheduled_pending_capped"]) == (3, False)
+    await engine.schedule_job(job("p"), later)
+    health = await engine.health_check()
+    assert (health["scheduled_pending"], health["scheduled_pending_capped"]) == (3, True)
 
 
 async def test_parameter_reference_between_steps(engine: NewExecutionEngine) -> None:
