@@ -68,8 +68,11 @@ def build_engine(settings: Settings, store: ExecutionStore | None = None) -> New
     )
 
 
-def get_job_api(request: Request) -> ModernJobAPI:
-    """The app's ModernJobAPI; 503 (EngineNotRunningError) before startup or after shutdown."""
+async def get_job_api(request: Request) -> ModernJobAPI:
+    """The app's ModernJobAPI; 503 (EngineNotRunningError) before startup or after shutdown.
+
+    ``async`` although it does not await: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a thread hop on every request."""
     api: ModernJobAPI | None = getattr(request.app.state, "job_api", None)
     if api is None:
         raise EngineNotRunningError("the service is not started")

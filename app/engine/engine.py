@@ -537,6 +537,15 @@ class NewExecutionEngine:
             else None
         )
         holds_serial = False
+        queue_released = False
+
+        def release_queue() -> None:
+            nonlocal queue_released
+            if not queue_released:
+                queue_released = True
+                if on_done is not None:
+                    on_done(execution)
+
         try:
             try:
                 if serial is not None:
@@ -551,6 +560,15 @@ class NewExecutionEngine:
                 _uncancel()
                 await self.finish_unstarted(execution, "cancelled before it started")
                 return execution.result
+
+            def release_slots() -> None:
+                self._running.pop(execution.execution_id, None)
+                self._worker_slots.release()
+                if serial is not None:
+                    serial.release()
+                release_queue()
+
+            execution.release = release_slots
             try:
                 self._running[execution.execution_id] = execution
                 self.peak_workers = max(self.peak_workers, len(self._running))
@@ -566,13 +584,9 @@ class NewExecutionEngine:
                     await self.finish_unstarted(execution, "cancelled on request")
                 return execution.result
             finally:
-                self._running.pop(execution.execution_id, None)
-                self._worker_slots.release()
-                if serial is not None:
-                    serial.release()
+                execution.release_slots()
         finally:
-            if on_done is not None:
-                on_done(execution)
+            release_queue()
             self._complete(execution)
 
     def _complete(self, execution: Execution) -> None:

@@ -51,6 +51,15 @@ class Execution:
     current_step_obj: ExecutionStep | None = field(default=None, repr=False)
     serial: bool = False
     recorded_skips: set[tuple[int, str]] = field(default_factory=set, repr=False)
+    release: Callable[[], None] | None = field(default=None, repr=False)
+
+    def release_slots(self) -> None:
+        """Give back the concurrency slots this execution holds: its work is over and only
+        its final record is left to write (the next job need not wait for that commit).
+        Idempotent."""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
     def status_dict(self) -> dict[str, Any]:
         data = self.result.to_dict()
@@ -162,6 +171,7 @@ class JobRunner:
         result.metadata.pop("next_retry_delay_seconds", None)
         result.metadata.update(execution.context.execution_metadata)
         execution.current_step = None
+        execution.release_slots()
         await self._persist(self.store.record_job(result))
 
     async def _run_attempt(

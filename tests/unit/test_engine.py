@@ -420,3 +420,38 @@ def test_spec_timeout_error_is_builtin_timeout_error() -> None:
     with pytest.raises(TimeoutError):
         raise app.TimeoutError("x")
     assert issubclass(app.TimeoutError, app.ExecutionEngineError)
+
+
+class HeldFinalWriteStore(InMemoryExecutionStore):
+    """Holds the final (durable, terminal) write of job ``held`` until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def record_job(self, result: Any, *, durable: bool = True) -> None:
+        if result.job_id == "held" and result.status.is_terminal:
+            self.holding.set()
+            await self.release.wait()
+        await super().record_job(result, durable=durable)
+
+
+async def test_a_worker_slot_is_free_while_the_final_record_is_written(probe: Probe) -> None:
+    store = HeldFinalWriteStore()
+    eng = NewExecutionEngine(max_workers=1, queue_max_concurrent=1, store=store)
+    await eng.start()
+    try:
+        first = asyncio.create_task(eng.execute_job_now(job("held")))
+        await store.holding.wait()  # its step is done, its final write is held
+        assert not first.done()
+        second = await eng.execute_job_now(job("next", {"step_id": "b", "type": "probe"}))
+        assert second.status is JobStatus.SUCCESS  # ran in the slot the first one gave back
+        assert probe.peak_total == 1
+        store.release.set()
+        assert (await first).status is JobStatus.SUCCESS
+        stored = await store.get_execution((await first).execution_id)
+        assert stored is not None and stored.status is JobStatus.SUCCESS
+    finally:
+        store.release.set()
+        await eng.stop()
