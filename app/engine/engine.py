@@ -56,6 +56,7 @@ class NewExecutionEngine:
         enable_step_caching: bool = True,
         schedule_grace_seconds: float = 5.0,
         poll_interval_seconds: float = 1.0,
+        scheduler_lookahead_seconds: float = 0.25,
         recent_limit: int = 1000,
         misfire_grace_seconds: float = 300.0,
         history_retention_days: float | None = None,
@@ -75,6 +76,8 @@ class NewExecutionEngine:
             resources: connections, executables and output limits for steps
             enable_step_caching: a retry reuses steps that succeeded in an earlier attempt
             schedule_grace_seconds: how far in the past a scheduled time may be
+            scheduler_lookahead_seconds: scheduled runs are claimed this far ahead of their
+                time and started by an event-loop timer, so claiming never makes them late
             misfire_grace_seconds: at start, runs that came due while the service was down
                 run if at most this late; older ones are recorded as missed
             history_retention_days: purge finished executions older than this (None: keep)
@@ -121,6 +124,7 @@ class NewExecutionEngine:
             owner=self.owner,
             poll_interval_seconds=poll_interval_seconds,
             clock=clock,
+            lookahead_seconds=scheduler_lookahead_seconds,
         )
         self._worker_slots = asyncio.Semaphore(max_workers)
         self._queues: dict[str, TimezoneJobQueue] = {}
@@ -185,7 +189,12 @@ class NewExecutionEngine:
         if self._state == "stopped":
             return
         self._state = "stopping"
+        held = self._scheduler.drop_held()
         await self._stop_background()
+        if held:  # claimed ahead of their time: pending again, for the next start or replica
+            await self.store.requeue_claimed_runs(
+                owner=self.owner, expired_only=False, execution_ids=held
+            )
         for queue in list(self._queues.values()):
             await queue.stop_dispatching()
         if wait_for_jobs and self._tasks:
@@ -355,6 +364,10 @@ class NewExecutionEngine:
             execution.task.cancel()
             await asyncio.shield(execution.done)
             return True
+        if self._scheduler.withdraw(execution_id):  # claimed ahead of its time, not fired
+            await self.store.requeue_claimed_runs(
+                owner=self.owner, expired_only=False, execution_ids=[execution_id]
+            )
         if not await self.store.cancel_scheduled_run(execution_id):
             return False
         if cancelled_by is not None:

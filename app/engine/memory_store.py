@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import heapq
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from app.domain.enums import JobStatus, StepStatus
@@ -54,6 +55,7 @@ class InMemoryExecutionStore:
         self._heap: list[tuple[datetime, str]] = []
         self._definitions: dict[str, JobDefinition] = {}
         self._stored_jobs: dict[str, StoredJob] = {}
+        self._claimed: dict[str, ScheduledRun] = {}  # claimed runs not started yet
 
     async def open(self) -> None:
         return None
@@ -89,6 +91,8 @@ class InMemoryExecutionStore:
     async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
         self._jobs[result.execution_id] = storable_job(result)
         self._created.setdefault(result.execution_id, utc_now())
+        if result.status is not JobStatus.PENDING:
+            self._claimed.pop(result.execution_id, None)
         if result.status is not JobStatus.PENDING and result.execution_id in self._runs:
             # It started (or ended) some other way: its scheduled run must not fire.
             del self._runs[result.execution_id]
@@ -161,8 +165,10 @@ class InMemoryExecutionStore:
         return out
 
     async def claim_scheduled_run(self, execution_id: str, owner: str) -> bool:
-        if self._runs.pop(execution_id, None) is None:
+        run = self._runs.pop(execution_id, None)
+        if run is None:
             return False
+        self._claimed[execution_id] = run
         self._drop_from_heap(execution_id)
         return True
 
@@ -206,9 +212,27 @@ class InMemoryExecutionStore:
         return True
 
     async def requeue_claimed_runs(
-        self, *, owner: str | None = None, expired_only: bool = True
+        self,
+        *,
+        owner: str | None = None,
+        expired_only: bool = True,
+        execution_ids: Sequence[str] | None = None,
     ) -> int:
-        return 0  # claims live only as long as this process, like everything here
+        # Claims live only as long as this process, like everything here: nothing expires.
+        if execution_ids is None and expired_only:
+            return 0
+        wanted = list(self._claimed) if execution_ids is None else execution_ids
+        count = 0
+        for execution_id in wanted:
+            job = self._jobs.get(execution_id)
+            if job is None or job.status is not JobStatus.PENDING:
+                continue
+            run = self._claimed.pop(execution_id, None)
+            if run is not None:
+                self._runs[execution_id] = run
+                heapq.heappush(self._heap, (run.scheduled_for, execution_id))
+                count += 1
+        return count
 
     async def find_running(
         self, *, owner: str | None = None, include_queued: bool = False

@@ -7,6 +7,7 @@ timezone-aware UTC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -112,9 +113,14 @@ class ExecutionStore(Protocol):
 
     # -- recovery and maintenance ----------------------------------------------------------
     async def requeue_claimed_runs(
-        self, *, owner: str | None = None, expired_only: bool = True
+        self,
+        *,
+        owner: str | None = None,
+        expired_only: bool = True,
+        execution_ids: Sequence[str] | None = None,
     ) -> int:
-        """Claimed runs that never started become pending again; returns how many."""
+        """Claimed runs that never started become pending again (only ``execution_ids``
+        when given); returns how many."""
 
     async def find_running(
         self, *, owner: str | None = None, include_queued: bool = False

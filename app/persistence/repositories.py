@@ -490,7 +490,13 @@ class ScheduledRunRepository(_Repository):
         )
         return (await self.session.execute(stmt)).first() is not None
 
-    async def requeue_claimed(self, *, owner: str | None, expired_only: bool) -> int:
+    async def requeue_claimed(
+        self,
+        *,
+        owner: str | None,
+        expired_only: bool,
+        execution_ids: Sequence[str] | None = None,
+    ) -> int:
         """Claimed runs whose execution never started go back to pending."""
         run, job = ScheduledRunV2, JobExecutionV2
         not_started = (
@@ -503,6 +509,8 @@ class ScheduledRunRepository(_Repository):
             conditions.append(run.lease_owner == owner)
         if expired_only:
             conditions.append(run.lease_expires_at < self.db_now())
+        if execution_ids is not None:
+            conditions.append(run.execution_id.in_(list(execution_ids)))
         stmt = (
             update(run)
             .where(*conditions)

@@ -395,14 +395,18 @@ class SqlExecutionStore(SqlJobStoreMixin):
             )
 
     async def requeue_claimed_runs(
-        self, *, owner: str | None = None, expired_only: bool = True
+        self,
+        *,
+        owner: str | None = None,
+        expired_only: bool = True,
+        execution_ids: Sequence[str] | None = None,
     ) -> int:
         """Claimed runs whose execution never started (history row still PENDING) become
         pending again: those of ``owner`` if given, only with an expired lease unless
-        ``expired_only`` is False. Returns how many."""
+        ``expired_only`` is False, only ``execution_ids`` when given. Returns how many."""
         async with self._write() as session:
             return await ScheduledRunRepository(session).requeue_claimed(
-                owner=owner, expired_only=expired_only
+                owner=owner, expired_only=expired_only, execution_ids=execution_ids
             )
 
     async def find_running(

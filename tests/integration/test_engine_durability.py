@@ -194,3 +194,56 @@ async def test_history_rows_written_as_the_job_runs(db_url: str, probe: Probe) -
         assert [s.status.value for s in after.steps] == ["success", "success"]
     finally:
         await engine.stop()
+
+
+async def test_a_run_claimed_ahead_of_its_time_can_be_cancelled(db_url: str, probe: Probe) -> None:
+    engine = make_engine(db_url, scheduler_lookahead_seconds=3600)
+    await engine.start()
+    try:
+        execution_id = await engine.schedule_job(job("ahead"), utc_now() + timedelta(minutes=30))
+        await wait_until(lambda: engine._scheduler.held == 1)  # claimed, its timer armed
+        assert await engine.cancel_job(execution_id, cancelled_by="ops") is True
+        assert engine._scheduler.held == 0
+        stored = await engine.store.get_execution(execution_id)
+        assert stored is not None and stored.status is JobStatus.CANCELLED
+        assert stored.metadata["cancelled_by"] == "ops"
+        assert await engine.cancel_job(execution_id) is False
+        assert await engine.store.count_scheduled_runs() == 0
+    finally:
+        await engine.stop()
+    assert probe.runs["a"] == 0
+
+
+async def test_runs_claimed_ahead_go_back_to_pending_on_stop(db_url: str, probe: Probe) -> None:
+    first = make_engine(db_url, scheduler_lookahead_seconds=3600)
+    await first.start()
+    when = utc_now() + timedelta(seconds=1)
+    execution_id = await first.schedule_job(job("ahead"), when)
+    await wait_until(lambda: first._scheduler.held == 1)
+    await first.stop()
+    assert probe.runs["a"] == 0
+    reader = SqlExecutionStore(db_url)
+    await reader.open()
+    try:
+        assert await reader.count_scheduled_runs() == 1  # pending again, not lost
+        stored = await reader.get_execution(execution_id)
+        assert stored is not None and stored.status is JobStatus.PENDING
+    finally:
+        await reader.close()
+
+    second = make_engine(db_url)
+    await second.start()
+    try:
+        await probe.started[f"{execution_id}:a"].wait()
+        result = await second.wait_for(execution_id)
+        assert result is not None and result.status is JobStatus.SUCCESS
+        assert result.start_time is not None and result.start_time >= when
+        assert probe.runs["a"] == 1
+    finally:
+        await second.stop()
+
+
+async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
