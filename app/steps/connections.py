@@ -56,6 +56,14 @@ class ConnectionConfig:
         """``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"sqlite"``."""
         return dialect_family(self.dialect)
 
+    @cached_property
+    def autocommit(self) -> bool:
+        """PostgreSQL connections run each step's statement in autocommit mode (unless the
+        entry sets its own ``isolation_level``): a step is one statement (asyncpg sends it as
+        one prepared statement), which PostgreSQL runs atomically on its own, so BEGIN and
+        COMMIT would only add two round trips."""
+        return self.family == "postgresql" and "isolation_level" not in self.engine_options
+
     def allows(self, key_id: str | None) -> bool:
         """True when an execution started by ``key_id`` may use this connection: always
         without ``allowed_keys``, else only for a listed key id (``"schedule"``: recurring
@@ -165,6 +173,8 @@ class ConnectionRegistry:
         if engine is None:
             cfg = self.config(name)
             options = pool_options(cfg.dialect, self._pool_size, cfg.engine_options)
+            if cfg.autocommit:
+                options["isolation_level"] = "AUTOCOMMIT"
             engine = create_async_engine(cfg.url, **options)
             if cfg.dialect != "sqlite" and not options.get("pool_pre_ping"):
                 ping_when_idle(engine)
@@ -273,9 +283,18 @@ async def server_session(conn: AsyncConnection) -> ServerSession:
     return session
 
 
-async def start_read_only(conn: AsyncConnection, family: str) -> None:
-    """Make the transaction ``conn`` is about to run read-only (first statement in it)."""
-    if family == "postgresql":
+_READ_ONLY_SESSION = "jobscheduler.read_only_session"
+
+
+async def start_read_only(conn: AsyncConnection, family: str, *, autocommit: bool = False) -> None:
+    """Make the transaction ``conn`` is about to run read-only (first statement in it). In
+    autocommit mode (PostgreSQL) the session is made read-only instead, once per pooled
+    connection: every pooled connection of a ``read_only`` entry is read-only."""
+    if family == "postgresql" and autocommit:
+        if not conn.info.get(_READ_ONLY_SESSION):
+            await conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            conn.info[_READ_ONLY_SESSION] = True
+    elif family == "postgresql":
         await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     elif family == "mysql":
         # Ends the implicit transaction of any setup query and starts a read-only one.

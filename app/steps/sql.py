@@ -208,7 +208,7 @@ class SqlStep(ExecutionStep):
             try:
                 state.session = await server_session(conn)
                 if cfg.read_only:
-                    await start_read_only(conn, family)
+                    await start_read_only(conn, family, autocommit=cfg.autocommit)
                 state.check_abort()
                 state.phase = _Phase.EXECUTING
                 try:

@@ -581,6 +581,21 @@ async def test_read_only_connection_refuses_writes(
     assert await h.admin(f"SELECT id FROM {table}", name="rw") == [(1,)]
 
 
+async def test_postgresql_steps_can_run_what_refuses_a_transaction_block(
+    make_harness: HarnessFactory, pg_url: str, table: str
+) -> None:
+    # A PostgreSQL step is one statement in autocommit mode, so maintenance statements that
+    # cannot run inside BEGIN ... COMMIT work as steps.
+    h = make_harness({"db": pg_url})
+    await h.admin(f"CREATE TABLE {table} (id integer)")
+    vacuum = await h.run("vacuum", f"VACUUM {table}")
+    index = await h.run("index", f"CREATE INDEX CONCURRENTLY ix_{table} ON {table} (id)")
+    assert vacuum.status is StepStatus.SUCCESS, vacuum.error_message
+    assert index.status is StepStatus.SUCCESS, index.error_message
+    rows = await h.admin("SELECT indexname FROM pg_indexes WHERE tablename = :t", {"t": table})
+    assert rows == [(f"ix_{table}",)]
+
+
 # -- cancellation: the query must stop on the server -------------------------------------------
 
 
