@@ -268,14 +268,21 @@ class NewExecutionEngine:
             ExecutionEngineError: If execution fails to start (ConfigurationError for an
                 invalid job, EngineNotRunningError when stopped)
         """
-        execution = await self.submit_now(job, requested_by=requested_by)
+        # The caller waits for the result, whose durable write covers the PENDING row.
+        execution = await self.submit_now(job, requested_by=requested_by, durable=False)
         return await asyncio.shield(execution.done)
 
-    async def submit_now(self, job: JobDefinition, *, requested_by: str | None = None) -> Execution:
-        """Start ``job`` now (as ``execute_job_now``) without waiting for it to end."""
+    async def submit_now(
+        self, job: JobDefinition, *, requested_by: str | None = None, durable: bool = True
+    ) -> Execution:
+        """Start ``job`` now (as ``execute_job_now``) without waiting for it to end. Its
+        PENDING row is in the store when this returns (``durable``): the caller may hand
+        its id out."""
         self._require_running()
         job.validate()
-        execution = await self.new_execution(job, TRIGGER_NOW, requested_by=requested_by)
+        execution = await self.new_execution(
+            job, TRIGGER_NOW, requested_by=requested_by, durable=durable
+        )
         queue = self._queue_for(job.timezone)
         queue.track_immediate(execution.execution_id, True)
 
@@ -439,6 +446,7 @@ class NewExecutionEngine:
         execution_id: str | None = None,
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
+        durable: bool = True,
     ) -> Execution:
         fresh = execution_id is None
         execution_id = execution_id or uuid.uuid4().hex
@@ -467,15 +475,14 @@ class NewExecutionEngine:
             requested_by=requested_by,
         )
         if fresh:
-            # Queued work must be on record before it is acknowledged; an execute-now call
-            # answers with the final result, whose durable write covers this one.
+            # Work must be on record before it is acknowledged (``durable``).
             await self.store.record_pending(
                 execution_id,
                 job,
                 trigger=trigger,
                 scheduled_for=scheduled_for,
                 requested_by=requested_by,
-                durable=trigger != TRIGGER_NOW,
+                durable=durable,
             )
         self._live[execution_id] = execution
         return execution

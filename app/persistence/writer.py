@@ -12,6 +12,9 @@ transaction per batch:
 * A caller that needs its write durable awaits the future ``submit`` returns; it resolves
   once the batch holding the row has committed, or carries the error if it could not be
   written. A failed batch is retried row by row, so one bad row fails only its own callers.
+* Rows nobody waits for linger up to ``linger_seconds`` before they are written, unless a
+  durable write, a barrier or ``close()`` comes first: a short job's RUNNING rows are then
+  replaced by its final ones in the queue and never written at all.
 * ``barrier()`` waits until everything submitted before it has been written (or has failed):
   the store calls it before every read and every other write, so nothing it does ever sees
   the history older than what was submitted before.
@@ -43,9 +46,11 @@ WriteRows = Callable[[Sequence[QueuedRow]], Awaitable[None]]
 
 
 class GroupCommitWriter:
-    def __init__(self, write_rows: WriteRows) -> None:
+    def __init__(self, write_rows: WriteRows, *, linger_seconds: float = 0.05) -> None:
         """``write_rows`` writes the given rows in one transaction (all or nothing)."""
         self._write_rows = write_rows
+        self._linger = linger_seconds
+        self._urgent: asyncio.Event | None = None
         self._queued: dict[Hashable, QueuedRow] = {}
         self._queued_barriers: list[asyncio.Future[None]] = []
         self._inflight_barriers: list[asyncio.Future[None]] | None = None
@@ -72,11 +77,12 @@ class GroupCommitWriter:
             if created_at is not None and "created_at" in params:
                 params["created_at"] = created_at
         future: asyncio.Future[None] | None = None
+        self._ensure_running()
+        assert self._wake is not None and self._urgent is not None
         if wait:
             future = asyncio.get_running_loop().create_future()
             row.waiters.append(future)
-        self._ensure_running()
-        assert self._wake is not None
+            self._urgent.set()
         self._wake.set()
         return future
 
@@ -90,6 +96,8 @@ class GroupCommitWriter:
             return
         future = asyncio.get_running_loop().create_future()
         waiters.append(future)
+        if self._urgent is not None:
+            self._urgent.set()
         await asyncio.shield(future)
 
     @property
@@ -102,7 +110,8 @@ class GroupCommitWriter:
         task = self._task
         if task is None:
             return
-        assert self._wake is not None
+        assert self._wake is not None and self._urgent is not None
+        self._urgent.set()
         self._wake.set()
         try:
             await asyncio.shield(task)
@@ -113,10 +122,11 @@ class GroupCommitWriter:
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
+            self._urgent = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
 
     async def _run(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None and self._urgent is not None
         while True:
             if not self._queued:
                 if self._closing:
@@ -124,6 +134,13 @@ class GroupCommitWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not self._urgent.is_set() and self._linger > 0:
+                try:
+                    async with asyncio.timeout(self._linger):
+                        await self._urgent.wait()
+                except TimeoutError:
+                    pass
+            self._urgent.clear()
             rows = sorted(self._queued.values(), key=lambda r: KINDS.index(r.kind))
             barriers = self._queued_barriers
             self._queued, self._queued_barriers = {}, []

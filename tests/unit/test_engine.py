@@ -25,14 +25,21 @@ from tests.support.steps import Probe, install_probe, uninstall_probe
 
 
 class RecordingStore(InMemoryExecutionStore):
-    """The real in-memory store, also remembering every job status it was given."""
+    """The real in-memory store, also remembering every job status it was given and which
+    writes were asked to be durable."""
 
     def __init__(self) -> None:
         super().__init__()
         self.job_statuses: dict[str, list[str]] = {}
+        self.durable: dict[str, list[tuple[str, bool]]] = {}
+
+    async def record_pending(self, execution_id: str, *args: Any, **kw: Any) -> None:
+        self.durable.setdefault(execution_id, []).append(("pending", kw.get("durable", True)))
+        await super().record_pending(execution_id, *args, **kw)
 
     async def record_job(self, result: Any, *, durable: bool = True) -> None:
         self.job_statuses.setdefault(result.execution_id, []).append(result.status.value)
+        self.durable.setdefault(result.execution_id, []).append((result.status.value, durable))
         await super().record_job(result, durable=durable)
 
 
@@ -454,4 +461,29 @@ async def test_a_worker_slot_is_free_while_the_final_record_is_written(probe: Pr
         assert stored is not None and stored.status is JobStatus.SUCCESS
     finally:
         store.release.set()
+        await eng.stop()
+
+
+async def test_which_writes_are_durable_before_the_job_goes_on(probe: Probe) -> None:
+    store = RecordingStore()
+    eng = NewExecutionEngine(max_workers=2, store=store, poll_interval_seconds=0.05)
+    await eng.start()
+    try:
+        # Execute-now: the caller waits for the result; only the final write must commit.
+        now = await eng.execute_job_now(job("now"))
+        assert store.durable[now.execution_id] == [
+            ("pending", False),
+            ("running", False),
+            ("success", True),
+        ]
+        # Started without waiting: its id is handed out, so its PENDING row commits first.
+        started = await eng.submit_now(job("bg"))
+        await eng.wait_for(started.execution_id)
+        assert store.durable[started.execution_id][0] == ("pending", True)
+        # A claimed scheduled run is on record RUNNING before its first step: after a crash
+        # it is recorded interrupted instead of being run again.
+        execution_id = await eng.schedule_job(job("sched"), utc_now() + timedelta(milliseconds=50))
+        await wait_until(lambda: ("success", True) in store.durable.get(execution_id, []))
+        assert ("running", True) in store.durable[execution_id]
+    finally:
         await eng.stop()

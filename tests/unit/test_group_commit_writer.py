@@ -134,3 +134,29 @@ async def test_a_cancelled_waiter_does_not_stop_its_row_being_written(sink: Sink
     await writer.barrier()
     assert sink.batches == [[("job", {"id": "a"})]]
     await writer.close()
+
+
+async def test_rows_nobody_waits_for_linger_until_a_durable_write_comes(sink: Sink) -> None:
+    writer = GroupCommitWriter(sink.write, linger_seconds=3600)
+    writer.submit(("job", "a"), "job", {"id": "a", "v": "running"}, wait=False)
+    writer.submit(("step", "a", "s"), "step", {"id": "a/s", "v": "running"}, wait=False)
+    for _ in range(20):
+        await asyncio.sleep(0)  # the writer task runs, and keeps lingering
+    assert sink.batches == []
+    writer.submit(("step", "a", "s"), "step", {"id": "a/s", "v": "success"}, wait=False)
+    done = writer.submit(("job", "a"), "job", {"id": "a", "v": "success"}, wait=True)
+    assert done is not None
+    await done
+    # One batch, and the RUNNING states were replaced in the queue before any write.
+    assert sink.batches == [
+        [("job", {"id": "a", "v": "success"}), ("step", {"id": "a/s", "v": "success"})]
+    ]
+    await writer.close()
+
+
+async def test_a_barrier_cuts_the_linger_short(sink: Sink) -> None:
+    writer = GroupCommitWriter(sink.write, linger_seconds=3600)
+    writer.submit(("job", "a"), "job", {"id": "a"}, wait=False)
+    await writer.barrier()
+    assert sink.batches == [[("job", {"id": "a"})]]
+    await writer.close()
