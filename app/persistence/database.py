@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
 
 from app.sqlpool import ping_when_idle, pool_options
 
@@ -61,8 +62,29 @@ def create_engine(url: str, engine_options: dict[str, Any] | None = None) -> Asy
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sync_sqlite_engine(url: str) -> Engine | None:
+    """A synchronous engine (the standard ``sqlite3`` driver, one connection) on the same
+    SQLite file as ``url``, configured like the async one; None for an in-memory database,
+    which a second connection would not share."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if "mode=memory" in database or parsed.query.get("mode") == "memory":
+        return None
+    engine = sa_create_engine(
+        parsed.set(drivername="sqlite"),
+        poolclass=SingletonThreadPool,
+        connect_args={"check_same_thread": False},
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy emit BEGIN itself (see _on_begin) instead of the driver's legacy mode.
         dbapi_connection.isolation_level = None
@@ -75,7 +97,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # A writer takes the write lock up front, so it waits (busy_timeout) instead of
         # failing with SQLITE_BUSY when it upgrades a read snapshot to a write.

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.domain.enums import JobStatus, StepStatus
@@ -139,17 +140,32 @@ def started_params(execution_id: str) -> dict[str, Any]:
     return {"b_execution_id": execution_id}
 
 
-async def write_history(conn: AsyncConnection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Execute history writes ``(kind, params)``: kinds in ``HISTORY_KINDS`` order, rows of
-    one statement together as one executemany (in the order given, which keeps the
-    ``start_order`` of an execution's new steps)."""
-    on_postgresql = conn.dialect.name == "postgresql"
+def history_batches(
+    on_postgresql: bool, rows: Sequence[tuple[str, dict[str, Any]]]
+) -> list[tuple[Any, Any]]:
+    """History writes ``(kind, params)`` as ``(statement, params)`` executions: kinds in
+    ``HISTORY_KINDS`` order, rows of one statement together as one executemany (in the order
+    given, which keeps the ``start_order`` of an execution's new steps)."""
     groups: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = {}
     for kind, params in rows:
         groups.setdefault((HISTORY_KINDS.index(kind), tuple(sorted(params))), []).append(params)
+    out = []
     for (index, columns), batch in sorted(groups.items(), key=lambda item: item[0][0]):
         stmt = history_statement(on_postgresql, HISTORY_KINDS[index], columns)
-        await conn.execute(stmt, batch if len(batch) > 1 else batch[0])
+        out.append((stmt, batch if len(batch) > 1 else batch[0]))
+    return out
+
+
+async def write_history(conn: AsyncConnection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Execute ``history_batches`` on an async connection (its transaction)."""
+    for stmt, params in history_batches(conn.dialect.name == "postgresql", rows):
+        await conn.execute(stmt, params)
+
+
+def write_history_sync(conn: Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Execute ``history_batches`` on a synchronous connection (its transaction)."""
+    for stmt, params in history_batches(conn.dialect.name == "postgresql", rows):
+        conn.execute(stmt, params)
 
 
 _RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]

@@ -11,15 +11,18 @@ root (``app.persistence.migrate``), not here.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -51,7 +54,7 @@ from app.persistence.convert import (
     run_from_row,
     step_values,
 )
-from app.persistence.database import SQLITE_IMMEDIATE, create_engine
+from app.persistence.database import SQLITE_IMMEDIATE, create_engine, sync_sqlite_engine
 from app.persistence.job_store import SqlJobStoreMixin
 from app.persistence.models import (
     RUN_CANCELLED,
@@ -68,6 +71,7 @@ from app.persistence.repositories import (
     started_params,
     step_params,
     write_history,
+    write_history_sync,
 )
 from app.persistence.writer import GroupCommitWriter, QueuedRow
 
@@ -119,6 +123,10 @@ class SqlExecutionStore(SqlJobStoreMixin):
         self._writers: async_sessionmaker[AsyncSession] | None = None
         self._writer_engine: AsyncEngine | None = None
         self._history = GroupCommitWriter(self._write_history_rows)
+        # SQLite: history batches are written by the standard sqlite3 driver in a thread of
+        # their own, one thread hop per batch instead of one per statement through aiosqlite.
+        self._sync_writer: Engine | None = None
+        self._sync_thread: ThreadPoolExecutor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -141,6 +149,10 @@ class SqlExecutionStore(SqlJobStoreMixin):
         self._writer_engine = engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self._writers = async_sessionmaker(self._writer_engine, expire_on_commit=False)
         self._history = GroupCommitWriter(self._write_history_rows)
+        sync_engine = sync_sqlite_engine(self.url)
+        if sync_engine is not None:
+            self._sync_writer = sync_engine.execution_options(**{SQLITE_IMMEDIATE: True})
+            self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
 
     async def __aenter__(self) -> SqlExecutionStore:
         await self.open()
@@ -157,6 +169,12 @@ class SqlExecutionStore(SqlJobStoreMixin):
         engine, self._engine = self._engine, None
         self._readers = self._writers = None
         self._writer_engine = None
+        sync_writer, self._sync_writer = self._sync_writer, None
+        thread, self._sync_thread = self._sync_thread, None
+        if thread is not None:
+            thread.shutdown(wait=True)
+        if sync_writer is not None:
+            sync_writer.engine.dispose()
         if engine is not None:
             await engine.dispose()
 
@@ -186,8 +204,18 @@ class SqlExecutionStore(SqlJobStoreMixin):
         """One transaction of the group-commit writer."""
         if self._writer_engine is None:
             raise StoreNotOpenError()
+        batch = [(row.kind, row.params) for row in rows]
+        if self._sync_writer is not None and self._sync_thread is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._sync_thread, self._write_history_sync, batch)
+            return
         async with self._writer_engine.begin() as conn:
-            await write_history(conn, [(row.kind, row.params) for row in rows])
+            await write_history(conn, batch)
+
+    def _write_history_sync(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            write_history_sync(conn, batch)
 
     async def _submit(
         self, key: tuple[str, ...], kind: str, params: dict[str, Any], durable: bool
