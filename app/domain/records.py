@@ -174,7 +174,9 @@ def storable_job(result: JobExecutionResult) -> JobExecutionResult:
     fields listed in ``metadata['sanitized_fields']``."""
     job = copy.copy(result)
     job.steps = []
-    job.metadata = copy.deepcopy(result.metadata)
+    # A shallow copy: only top-level keys are ever set on it (nested values are not
+    # changed once written), and deep copies cost more than the write itself.
+    job.metadata = dict(result.metadata)
     job.start_time, job.end_time = as_utc(job.start_time), as_utc(job.end_time)
     sanitize_fields(job, ("job_name", "timezone", "error_message"), job.metadata)
     return job
@@ -185,7 +187,7 @@ def storable_step(step: StepExecutionResult, max_output_chars: int) -> StepExecu
     and output capped at ``max_output_chars`` (``output_truncated``,
     ``output_original_chars``)."""
     out = copy.copy(step)
-    out.metadata = copy.deepcopy(step.metadata)
+    out.metadata = dict(step.metadata)
     out.start_time, out.end_time = as_utc(out.start_time), as_utc(out.end_time)
     sanitize_fields(
         out, ("step_id", "step_name", "step_type", "output", "error_message"), out.metadata

@@ -30,7 +30,7 @@ from app.engine.ports import (
 )
 from app.engine.queue import TimezoneJobQueue
 from app.engine.recurring import RecurringScheduler
-from app.engine.runner import Execution, JobRunner
+from app.engine.runner import Execution, FinishedExecution, JobRunner
 from app.engine.scheduler import Scheduler
 from app.steps.context import ExecutionContext
 from app.steps.resources import StepResources
@@ -58,6 +58,7 @@ class NewExecutionEngine:
         poll_interval_seconds: float = 1.0,
         scheduler_lookahead_seconds: float = 0.25,
         recent_limit: int = 1000,
+        recent_max_chars: int = 8 * 1024 * 1024,
         misfire_grace_seconds: float = 300.0,
         history_retention_days: float | None = None,
         maintenance_interval_seconds: float = 3600.0,
@@ -131,8 +132,13 @@ class NewExecutionEngine:
         self._live: dict[str, Execution] = {}
         self._running: dict[str, Execution] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        # Executions that ended here lately, for the synchronous get_execution_status: kept
+        # as they are (converted when asked), at most recent_limit of them and about
+        # recent_max_chars of output and error text (the store has them all anyway).
+        self._recent: collections.OrderedDict[str, FinishedExecution] = collections.OrderedDict()
         self._recent_limit = recent_limit
+        self._recent_max_chars = recent_max_chars
+        self._recent_chars = 0
         self._scheduler_task: asyncio.Task[None] | None = None
         self._state = "stopped"
         self._failure: str | None = None
@@ -405,7 +411,7 @@ class NewExecutionEngine:
         if execution is not None:
             return execution.status_dict()
         recent = self._recent.get(execution_id)
-        return dict(recent) if recent is not None else None
+        return recent.status_dict() if recent is not None else None
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         """Status of any execution: live, recent, or recorded in the store."""
@@ -615,9 +621,7 @@ class NewExecutionEngine:
         queue = self._queues.get(execution.job.timezone)
         if queue is not None:
             queue.record_outcome(execution.result.status)
-        self._recent[execution.execution_id] = execution.status_dict()
-        while len(self._recent) > self._recent_limit:
-            self._recent.popitem(last=False)
+        self._remember(execution)
         if not execution.done.done():
             execution.done.set_result(execution.result)
 
@@ -631,6 +635,15 @@ class NewExecutionEngine:
             await self.store.record_job(result)
         except Exception:
             log.exception("execution %s: recording its failure failed too", execution.execution_id)
+
+    def _remember(self, execution: Execution) -> None:
+        self._recent[execution.execution_id] = execution.finished()
+        self._recent_chars += _text_size(execution.result)
+        while self._recent and (
+            len(self._recent) > self._recent_limit or self._recent_chars > self._recent_max_chars
+        ):
+            _, dropped = self._recent.popitem(last=False)
+            self._recent_chars -= _text_size(dropped.result)
 
     async def _cancel_all(self, reason: str) -> None:
         for execution in list(self._live.values()):
@@ -730,6 +743,13 @@ class NewExecutionEngine:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         self._scheduler_task = self._recurring_task = self._maintenance_task = None
+
+
+def _text_size(result: JobExecutionResult) -> int:
+    """Characters of output and error text a result holds (what makes one large)."""
+    return len(result.error_message or "") + sum(
+        len(step.output or "") + len(step.error_message or "") for step in result.steps
+    )
 
 
 def _uncancel() -> None:

@@ -65,11 +65,35 @@ class Execution:
             release()
 
     def status_dict(self) -> dict[str, Any]:
-        data = self.result.to_dict()
-        data["trigger"] = self.trigger
-        data["current_step"] = self.current_step
-        data["scheduled_for"] = self.scheduled_for.isoformat() if self.scheduled_for else None
-        return data
+        return status_dict(self.result, self.trigger, self.scheduled_for, self.current_step)
+
+    def finished(self) -> FinishedExecution:
+        """What is worth keeping once it ended (not its context, which holds every step's
+        parsed output)."""
+        return FinishedExecution(self.result, self.trigger, self.scheduled_for)
+
+
+@dataclass(frozen=True)
+class FinishedExecution:
+    result: JobExecutionResult
+    trigger: str
+    scheduled_for: datetime | None
+
+    def status_dict(self) -> dict[str, Any]:
+        return status_dict(self.result, self.trigger, self.scheduled_for, None)
+
+
+def status_dict(
+    result: JobExecutionResult,
+    trigger: str,
+    scheduled_for: datetime | None,
+    current_step: str | None,
+) -> dict[str, Any]:
+    data = result.to_dict()
+    data["trigger"] = trigger
+    data["current_step"] = current_step
+    data["scheduled_for"] = scheduled_for.isoformat() if scheduled_for else None
+    return data
 
 
 def retry_delay(job: JobDefinition, retry_number: int) -> float:

@@ -487,3 +487,22 @@ async def test_which_writes_are_durable_before_the_job_goes_on(probe: Probe) -> 
         assert ("running", True) in store.durable[execution_id]
     finally:
         await eng.stop()
+
+
+async def test_recent_results_kept_in_memory_are_bounded_by_their_text(probe: Probe) -> None:
+    eng = NewExecutionEngine(max_workers=2, recent_max_chars=150)
+    await eng.start()
+    try:
+        big = {"step_id": "a", "type": "probe", "output": "x" * 100}
+        first = await eng.execute_job_now(job("r1", big))
+        assert eng.get_execution_status(first.execution_id) is not None
+        second = await eng.execute_job_now(job("r2", big))
+        # 200 characters would not fit: the older result left memory ...
+        assert eng.get_execution_status(first.execution_id) is None
+        status = eng.get_execution_status(second.execution_id)
+        assert status is not None and status["status"] == "success"
+        # ... and is still served from the store.
+        stored = await eng.get_execution(first.execution_id)
+        assert stored is not None and stored["status"] == "success"
+    finally:
+        await eng.stop()
