@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response, Security
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from app.api.deps import JobAPIDep
 from app.api.errors import PROBLEM_MEDIA_TYPE, problem_responses
@@ -123,15 +123,26 @@ async def execute_job(
     return execution_response(await api.execute(job, requested_by=key_id(key)))
 
 
-def accepted_response(accepted: ExecutionAcceptedRead) -> JSONResponse:
+def accepted_response(accepted: ExecutionAcceptedRead) -> Response:
     """202 with the execution id and its Location."""
     headers = {"Location": accepted.status_url}
-    return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
+    return _json(accepted, 202, headers)
 
 
-def execution_response(result: ExecutionRead) -> JSONResponse:
+def execution_response(result: ExecutionRead) -> Response:
     """200 when the execution succeeded, else 400, with the execution as the body."""
-    return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.success else 400)
+    return _json(result, 200 if result.success else 400)
+
+
+def _json(model: BaseModel, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    """``model`` serialised by pydantic straight to JSON bytes (no dict and ``json.dumps``
+    round on the way)."""
+    return Response(
+        model.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 @v2_router.post(

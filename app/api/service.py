@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import datetime
@@ -569,12 +570,15 @@ def _local(instant: datetime, timezone: str) -> datetime:
         ) from None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _unstorable_values(data: Any, path: str = "") -> list[FieldError]:
     """Values JSON, UTF-8 or a database cannot carry: NUL characters, lone surrogates, and
     NaN/Infinity (which Python's JSON parser accepts although they are not JSON)."""
     where = path or "body"
     if isinstance(data, str):
-        if "\x00" in data or any("\ud800" <= ch <= "\udfff" for ch in data):
+        if "\x00" in data or _LONE_SURROGATE.search(data):
             return [FieldError(where, "must not contain NUL characters or lone surrogates")]
         return []
     if isinstance(data, float) and not math.isfinite(data):
