@@ -150,7 +150,8 @@ async def list_jobs(
     page = await service.list_jobs(
         JobQuery(enabled=enabled, timezone=timezone, limit=limit, cursor=cursor)
     )
-    items = [JobRead.of(s, await service.last_execution(s.job_id)) for s in page.items]
+    last = await service.last_executions([s.job_id for s in page.items])
+    items = [JobRead.of(s, last.get(s.job_id)) for s in page.items]
     return JobPageRead(items=items, next_cursor=page.next_cursor)
 
 

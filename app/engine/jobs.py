@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.jobs import JobNotFoundError, JobPage, JobQuery, StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult
-from app.domain.records import ExecutionQuery
 from app.domain.schedule_config import validate_schedule_config
 from app.domain.schedules import FireTime, build_schedule, upcoming
 from app.domain.timeutil import is_valid_timezone, utc_now
@@ -95,8 +94,13 @@ class JobService:
         return await self._engine.submit_now(stored.job, requested_by=requested_by)
 
     async def last_execution(self, job_id: str) -> JobExecutionResult | None:
-        page = await self._engine.store.list_executions(ExecutionQuery(job_id=job_id, limit=1))
-        return page.items[0] if page.items else None
+        """The job's newest execution (without its steps), or None."""
+        return (await self.last_executions([job_id])).get(job_id)
+
+    async def last_executions(self, job_ids: Sequence[str]) -> dict[str, JobExecutionResult]:
+        """The newest execution (without its steps) of each job that has one, keyed by
+        job_id, in a fixed number of store queries whatever the number of jobs."""
+        return await self._store.latest_executions(job_ids)
 
     async def next_runs(self, job_id: str, count: int) -> list[FireTime]:
         stored = await self.get(job_id)

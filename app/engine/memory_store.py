@@ -117,9 +117,7 @@ class InMemoryExecutionStore:
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
         check_limit(query.limit)
         after = decode_cursor(query.cursor) if query.cursor else None
-        keyed = sorted(
-            ((self._created[j.execution_id], j.execution_id), j) for j in self._jobs.values()
-        )
+        keyed = sorted((self._order_key(j.execution_id), j) for j in self._jobs.values())
         keyed.reverse()
         out = [
             (key, r)
@@ -135,6 +133,28 @@ class InMemoryExecutionStore:
         items = [r for r in [await self.get_execution(p.execution_id) for _, p in page] if r]
         cursor = encode_cursor(*page[-1][0]) if more and page else None
         return ExecutionPage(items, cursor)
+
+    async def latest_executions(self, job_ids: Sequence[str]) -> dict[str, JobExecutionResult]:
+        wanted = set(job_ids)
+        newest: dict[str, tuple[tuple[datetime, str], JobExecutionResult]] = {}
+        for execution_id, job in self._jobs.items():
+            if job.job_id not in wanted:
+                continue
+            key = self._order_key(execution_id)
+            current = newest.get(job.job_id)
+            if current is None or key > current[0]:
+                newest[job.job_id] = (key, job)
+        out: dict[str, JobExecutionResult] = {}
+        for job_id, (_, job) in newest.items():
+            result = copy.deepcopy(job)
+            result.steps = []
+            out[job_id] = result
+        return out
+
+    def _order_key(self, execution_id: str) -> tuple[datetime, str]:
+        """Listing order (``list_executions`` gives the highest first): created_at, then
+        execution_id, as the database store's keyset."""
+        return (self._created[execution_id], execution_id)
 
     async def add_scheduled_run(self, run: ScheduledRun) -> None:
         stored = copy.deepcopy(run)

@@ -186,3 +186,13 @@ class JobStore(Protocol):
 
     async def next_job_fire_time(self) -> datetime | None:
         """Earliest ``next_fire_at`` among enabled jobs."""
+
+    async def latest_executions(self, job_ids: Sequence[str]) -> dict[str, JobExecutionResult]:
+        """The newest execution of each of ``job_ids`` (any job id, stored or not), keyed
+        by job_id, with a fixed number of queries however many ids there are (the job
+        listing's "last execution" of a whole page at once).
+
+        Newest is the first one ``list_executions(ExecutionQuery(job_id=...))`` gives:
+        highest ``created_at``, ties broken by highest ``execution_id``. The results carry
+        no steps (``steps == []``; ``get_execution`` has them). Job ids without an
+        execution are absent from the dict; repeated ids are looked up once."""

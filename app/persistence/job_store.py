@@ -8,11 +8,16 @@ replicas racing, exactly one wins on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
+from sqlalchemy import String, bindparam, column, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.domain.jobs import (
     JobExistsError,
@@ -24,10 +29,16 @@ from app.domain.jobs import (
     decode_job_cursor,
     encode_job_cursor,
 )
-from app.domain.models import JobDefinition
+from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.records import check_limit
 from app.domain.timeutil import utc_now
-from app.persistence.convert import definition_json, job_columns, stored_job_from_row
+from app.persistence.convert import (
+    definition_json,
+    job_columns,
+    job_from_row,
+    stored_job_from_row,
+)
+from app.persistence.models import JobExecutionV2
 from app.persistence.repositories import JobRepository
 
 
@@ -157,3 +168,49 @@ class SqlJobStoreMixin:
         """Earliest ``next_fire_at`` among enabled jobs."""
         async with self._read() as session:
             return await JobRepository(session).next_fire_time()
+
+    async def latest_executions(self, job_ids: Sequence[str]) -> dict[str, JobExecutionResult]:
+        """The newest execution (highest created_at, then execution_id: the listing's
+        order) of each job id that has one, without steps. Two statements whatever the
+        number of ids, each id's newest found through the (job_id, created_at) index."""
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        async with self._read() as session:
+            rows = await _latest_execution_rows(session, wanted)
+        return {row.job_id: job_from_row(row, []) for row in rows}
+
+
+# -- queries of latest_executions -----------------------------------------------------------
+def _text_list(session: AsyncSession, values: list[str]) -> TableValuedAlias:
+    """``values`` as a one-column table (column ``value``) bound as ONE parameter, so the
+    statement text, and the prepared statement, is the same for any number of values:
+    ``unnest`` of an array on PostgreSQL, ``json_each`` of a JSON array on SQLite (JSON
+    functions are built into SQLite by default since 3.38)."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam("values", values, type_=postgresql.ARRAY(String))
+        return func.unnest(array).table_valued(column("value", String)).render_derived()
+    text = bindparam("values", json.dumps(values), type_=String)
+    return func.json_each(text).table_valued(column("value", String))
+
+
+async def _latest_execution_rows(session: AsyncSession, job_ids: list[str]) -> list[JobExecutionV2]:
+    """First the newest execution_id of every job id, each one a correlated subquery
+    reading the top of that job's (job_id, created_at) index (one index probe per id, not
+    a scan of the history); then those rows by primary key."""
+    ids = _text_list(session, job_ids)
+    k = JobExecutionV2.__table__.alias("k")
+    newest = (
+        select(k.c.execution_id)
+        .where(k.c.job_id == ids.c.value)
+        .order_by(k.c.created_at.desc(), k.c.execution_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    found = await session.scalars(select(newest).select_from(ids))
+    execution_ids = [e for e in found if e is not None]
+    if not execution_ids:
+        return []
+    wanted = _text_list(session, execution_ids)
+    stmt = select(JobExecutionV2).where(JobExecutionV2.execution_id.in_(select(wanted.c.value)))
+    return list(await session.scalars(stmt))

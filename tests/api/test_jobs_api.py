@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 
+from app.api.service import ModernJobAPI
+from app.domain import JobDefinition, JobExecutionResult, JobStatus
+from app.domain.records import TRIGGER_NOW
+from app.persistence import SqlExecutionStore
 from tests.api.helpers import assert_problem, shell_job
 
 JOBS = "/api/v2/jobs"
@@ -185,3 +193,83 @@ async def test_any_job_id_gets_a_valid_location(client: httpx.AsyncClient) -> No
     assert fetched.status_code == 200 and fetched.json()["job_id"] == job_id
     refused = await client.post(JOBS, json=shell_job("a/b"))
     assert [e["field"] for e in assert_problem(refused, 400)["errors"]] == ["job_id"]
+
+
+# -- the listing's cost -----------------------------------------------------------------------
+#: Set while the test's own request runs: the engine's background loops poll the same
+#: database all the time, and their statements must not be counted.
+_COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
+
+
+@contextmanager
+def statements_of_this_task(store: SqlExecutionStore) -> Iterator[list[str]]:
+    """The SQL statements the store runs for the current task (and the tasks it starts)."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if _COUNTING.get():
+            seen.append(statement)
+
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    token = _COUNTING.set(True)
+    try:
+        yield seen
+    finally:
+        _COUNTING.reset(token)
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def add_jobs_with_history(
+    client: httpx.AsyncClient, store: SqlExecutionStore, job_ids: list[str]
+) -> dict[str, str]:
+    """Store each job and record two finished executions of it; its newest execution id."""
+    newest: dict[str, str] = {}
+    for job_id in job_ids:
+        body = shell_job(job_id)
+        assert (await client.post(JOBS, json=body)).status_code == 201
+        job = JobDefinition.from_dict(body)
+        for n, status in enumerate((JobStatus.FAILED, JobStatus.SUCCESS)):
+            execution_id = f"{job_id}-run-{n}"
+            await store.record_pending(execution_id, job, trigger=TRIGGER_NOW)
+            await store.record_job(
+                JobExecutionResult(
+                    execution_id=execution_id,
+                    job_id=job_id,
+                    job_name=job.job_name,
+                    status=status,
+                    timezone=job.timezone,
+                    metadata={"trigger": TRIGGER_NOW},
+                )
+            )
+            newest[job_id] = execution_id
+    return newest
+
+
+async def test_listing_jobs_costs_the_same_queries_for_any_number_of_jobs(
+    client: httpx.AsyncClient, job_api: ModernJobAPI
+) -> None:
+    store = job_api.engine.store
+    assert isinstance(store, SqlExecutionStore)  # SQLite in the API tests
+
+    async def list_all() -> tuple[dict[str, str | None], int]:
+        with statements_of_this_task(store) as statements:
+            response = await client.get(JOBS, params={"limit": 500})
+        assert response.status_code == 200, response.text
+        assert response.json()["next_cursor"] is None
+        last = {
+            item["job_id"]: (item["last_execution"] or {}).get("execution_id")
+            for item in response.json()["items"]
+        }
+        return last, len(statements)
+
+    newest = await add_jobs_with_history(client, store, [f"few-{n:02d}" for n in range(3)])
+    assert (await client.post(JOBS, json=shell_job("never-ran"))).status_code == 201
+    last, with_few = await list_all()
+    assert last == {**newest, "never-ran": None}
+
+    newest |= await add_jobs_with_history(client, store, [f"many-{n:02d}" for n in range(10)])
+    last, with_many = await list_all()
+    assert last == {**newest, "never-ran": None}
+
+    assert 0 < with_many == with_few, (with_few, with_many)

@@ -15,8 +15,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
 
-from app.domain import ConfigurationError, JobDefinition
+from app.domain import (
+    ConfigurationError,
+    JobDefinition,
+    JobExecutionResult,
+    JobStatus,
+    StepExecutionResult,
+    StepStatus,
+)
 from app.domain.jobs import (
     JobExistsError,
     JobNotFoundError,
@@ -24,7 +32,7 @@ from app.domain.jobs import (
     StoredJob,
     VersionConflictError,
 )
-from app.domain.records import TRIGGER_SCHEDULE
+from app.domain.records import TRIGGER_NOW, TRIGGER_SCHEDULE, ExecutionQuery
 from app.engine.ports import JobStore
 from tests.integration.conftest import SQL_BACKENDS, StoreFactory
 
@@ -390,6 +398,151 @@ async def test_next_job_fire_time_is_the_earliest_enabled_fire(store: Any) -> No
 
     await store.update_job(job_def("soon", enabled=False), expected_version=1, next_fire_at=None)
     assert await store.next_job_fire_time() == T0 + timedelta(hours=2)
+
+
+# -- latest executions ------------------------------------------------------------------------
+async def next_clock_tick() -> None:
+    """Return once the clock has moved past now: what is recorded after this has a strictly
+    later created_at than what was recorded before (never a tie)."""
+    start = datetime.now(UTC)
+    while datetime.now(UTC) <= start:
+        await asyncio.sleep(0.001)
+
+
+async def record_execution(
+    store: Any,
+    execution_id: str,
+    job: JobDefinition,
+    status: JobStatus,
+    *,
+    durable: bool = True,
+    **fields: Any,
+) -> None:
+    """An execution of ``job`` with two steps, ending (or staying) in ``status``."""
+    await store.record_pending(execution_id, job, trigger=TRIGGER_NOW, durable=durable)
+    if status is JobStatus.PENDING:
+        return
+    steps = [
+        StepExecutionResult(
+            step_id=step_id, step_name=step_id, step_type="shell", status=StepStatus.SUCCESS
+        )
+        for step_id in ("extract", "load")
+    ]
+    for step in steps:
+        await store.record_step(execution_id, step, 0, durable=durable)
+    result = JobExecutionResult(
+        execution_id=execution_id,
+        job_id=job.job_id,
+        job_name=job.job_name,
+        status=status,
+        timezone=job.timezone,
+        steps=steps,
+        metadata={"trigger": "now"},
+        **fields,
+    )
+    await store.record_job(result, durable=durable)
+
+
+async def without_steps(store: Any, execution_id: str) -> JobExecutionResult:
+    found: JobExecutionResult | None = await store.get_execution(execution_id)
+    assert found is not None and found.steps  # steps are stored...
+    return dataclasses.replace(found, steps=[])  # ...but latest_executions leaves them out
+
+
+async def test_latest_executions_gives_each_jobs_newest_without_steps(store: Any) -> None:
+    jobs = {job_id: job_def(job_id) for job_id in ("alpha", "beta", "gamma", "idle")}
+    for job in jobs.values():
+        await store.create_job(job, next_fire_at=None)
+    # Interleaved across jobs, each job's executions recorded in execution_id order: a
+    # later one has a later created_at or, on a tie, a higher execution_id; newest wins
+    # either way.
+    for n in range(4):
+        for job_id in ("alpha", "beta", "gamma"):
+            await record_execution(
+                store,
+                f"{job_id}-{n}",
+                jobs[job_id],
+                JobStatus.FAILED if n % 2 else JobStatus.SUCCESS,
+                start_time=T0 + timedelta(minutes=n),
+                end_time=T0 + timedelta(minutes=n, seconds=5),
+                duration_seconds=5.0,
+                error_message="exit 3" if n % 2 else None,
+                retry_count=n,
+            )
+    # alpha's newest is recorded after a clock tick under a LOWER execution_id: created_at
+    # decides before execution_id. beta's newest went through the group commit.
+    await next_clock_tick()
+    await record_execution(store, "alpha-0000", jobs["alpha"], JobStatus.SUCCESS)
+    await record_execution(store, "beta-9", jobs["beta"], JobStatus.SUCCESS, durable=False)
+    # History of a job that is no longer stored still counts.
+    await record_execution(store, "gone-1", job_def("gone"), JobStatus.PENDING)
+
+    latest = await store.latest_executions(["gamma", "idle", "alpha", "nope", "beta", "gone"])
+
+    assert {job_id: r.execution_id for job_id, r in latest.items()} == {
+        "alpha": "alpha-0000",
+        "beta": "beta-9",
+        "gamma": "gamma-3",
+        "gone": "gone-1",
+    }
+    for job_id in ("alpha", "beta", "gamma"):
+        assert latest[job_id].steps == []
+        assert latest[job_id] == await without_steps(store, latest[job_id].execution_id)
+        # The same one the history listing shows first.
+        listed = await store.list_executions(ExecutionQuery(job_id=job_id, limit=1))
+        assert latest[job_id] == dataclasses.replace(listed.items[0], steps=[])
+    gamma = latest["gamma"]
+    assert (gamma.status, gamma.error_message, gamma.retry_count) == (JobStatus.FAILED, "exit 3", 3)
+    assert gamma.start_time == T0 + timedelta(minutes=3)
+    assert_utc(gamma.start_time)
+    assert latest["gone"].status is JobStatus.PENDING
+    assert latest["gone"] == await store.get_execution("gone-1")
+
+
+async def test_latest_executions_of_no_jobs_or_jobs_without_history(store: Any) -> None:
+    assert await store.latest_executions([]) == {}
+    assert await store.latest_executions(["idle", "nope"]) == {}
+    await record_execution(store, "one-1", job_def("one"), JobStatus.SUCCESS)
+    assert await store.latest_executions([]) == {}
+    assert await store.latest_executions(("idle",)) == {}
+    # A repeated id is answered once.
+    twice = await store.latest_executions(["one", "idle", "one"])
+    assert list(twice) == ["one"] and twice["one"].execution_id == "one-1"
+
+
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
+async def test_latest_executions_query_count_does_not_grow_with_the_ids(
+    backend: str, make_store: StoreFactory
+) -> None:
+    store = await make_store(backend)
+    job_ids = [f"job-{n:03d}" for n in range(60)]
+    for n, job_id in enumerate(job_ids):
+        for attempt in range(2):
+            await record_execution(store, f"{job_id}-{attempt}", job_def(job_id), JobStatus.SUCCESS)
+        if n % 3 == 0:  # some jobs with a pending newest execution, no steps at all
+            await record_execution(store, f"{job_id}-9", job_def(job_id), JobStatus.PENDING)
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        one = await store.latest_executions(job_ids[:1])
+        for_one = len(statements)
+        statements.clear()
+        many = await store.latest_executions([*job_ids, "nope"])
+        for_many = len(statements)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+
+    assert [r.execution_id for r in one.values()] == ["job-000-9"]
+    assert len(many) == 60
+    assert {r.execution_id for r in many.values()} == {
+        f"{job_id}-9" if n % 3 == 0 else f"{job_id}-1" for n, job_id in enumerate(job_ids)
+    }
+    assert for_many == for_one <= 3  # two SELECTs (and SQLite's BEGIN)
 
 
 # -- several replicas (SQL only) --------------------------------------------------------------
