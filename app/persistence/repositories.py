@@ -83,6 +83,7 @@ def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) 
         table = JobExecutionV2.__table__  # type: ignore[assignment]
         base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
         keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
+        keep += _CREATION_ONLY
         stmt = base.on_conflict_do_update(
             index_elements=[table.c.execution_id],
             set_={c: base.excluded[c] for c in columns if c not in keep},
@@ -140,6 +141,27 @@ def started_params(execution_id: str) -> dict[str, Any]:
     return {"b_execution_id": execution_id}
 
 
+#: Columns only a "pending" write sets: how the execution was created.
+_CREATION_ONLY = ("trigger", "scheduled_for", "requested_by", "job_definition_json", "attempt")
+
+
+def _fold_pending(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """An execution with both a "pending" and a "job" write in one batch gets one insert:
+    the job write carrying the creation columns (an upsert that never changes them)."""
+    pending = {p["execution_id"]: p for kind, p in rows if kind == "pending"}
+    if not pending:
+        return list(rows)
+    folded: set[str] = set()
+    out: list[tuple[str, dict[str, Any]]] = []
+    for kind, params in rows:
+        created = pending.get(params.get("execution_id", "")) if kind == "job" else None
+        if created is not None:
+            params = {**{c: created[c] for c in _CREATION_ONLY if c in created}, **params}
+            folded.add(params["execution_id"])
+        out.append((kind, params))
+    return [(k, p) for k, p in out if not (k == "pending" and p["execution_id"] in folded)]
+
+
 def history_batches(
     on_postgresql: bool, rows: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[tuple[Any, Any]]:
@@ -147,7 +169,7 @@ def history_batches(
     ``HISTORY_KINDS`` order, rows of one statement together as one executemany (in the order
     given, which keeps the ``start_order`` of an execution's new steps)."""
     groups: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for kind, params in rows:
+    for kind, params in _fold_pending(rows):
         groups.setdefault((HISTORY_KINDS.index(kind), tuple(sorted(params))), []).append(params)
     out = []
     for (index, columns), batch in sorted(groups.items(), key=lambda item: item[0][0]):
