@@ -24,14 +24,14 @@ test-fast: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check app tests scripts
-	$(BIN)/ruff format --check app tests scripts
+	$(BIN)/ruff check app tests scripts bench
+	$(BIN)/ruff format --check app tests scripts bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff check --fix app tests scripts
-	$(BIN)/ruff format app tests scripts
+	$(BIN)/ruff check --fix app tests scripts bench
+	$(BIN)/ruff format app tests scripts bench
 
 generate: install  ## regenerate app/steps/generated from app/steps/schemas
 	$(BIN)/python scripts/generate_step_models.py

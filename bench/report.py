@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
 from bench.common import Figure
 
 HEADER = ("#", "Measure", "Service", "Baseline (same run)", "Ratio", "Target", "Result")
@@ -37,3 +42,23 @@ def render_table(figures: list[Figure]) -> str:
     out = [line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(line(r) for r in rows[1:])
     return "\n".join(out)
+
+
+def load_figures(path: Path) -> list[Figure]:
+    """The figures of a results file (``bench/results/latest.json``)."""
+    names = {f.name for f in dataclasses.fields(Figure)}
+    data = json.loads(path.read_text())
+    return [Figure(**{k: v for k, v in row.items() if k in names}) for row in data["figures"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [results.json]``: the table of a results file again (what
+    the README's Performance section shows)."""
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else Path(__file__).parent / "results" / "latest.json"
+    print(render_table(load_figures(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
