@@ -108,6 +108,7 @@ class NewExecutionEngine:
         self._recurring: RecurringScheduler | None = None
         self._recurring_task: asyncio.Task[None] | None = None
         self._serial_locks: dict[str, asyncio.Lock] = {}
+        self._dispatching: set[str] = set()
         if isinstance(self.store, JobStore):
             self.jobs = JobService(self, self.store, clock=clock)
             self._recurring = RecurringScheduler(
@@ -373,6 +374,10 @@ class NewExecutionEngine:
                 if queue is not None and queue.remove_waiting(execution_id):
                     await self.finish_unstarted(execution, "cancelled before it started")
                     return True
+                if execution.execution_id in self._dispatching:
+                    # Being handed to its queue: the dispatcher sees the request and ends it.
+                    await asyncio.shield(execution.done)
+                    return True
                 return False
             execution.task.cancel()
             await asyncio.shield(execution.done)
@@ -552,6 +557,17 @@ class NewExecutionEngine:
             # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
             misfire, overlap = schedule_policies(run.job.schedule_config)
             execution.serial = overlap == "queue" or misfire == "run_all"
+        # On record before it can start: after a crash from here on, the execution is
+        # recorded interrupted instead of being run a second time (at most once). Group
+        # committed with every other run firing now, and before any slot is taken.
+        self._dispatching.add(run.execution_id)
+        try:
+            await self.store.mark_run_dispatched(run.execution_id)
+        finally:
+            self._dispatching.discard(run.execution_id)
+        if execution.context.is_cancelled():
+            await self.finish_unstarted(execution, "cancelled before it started")
+            return
         self._queue_for(run.job.timezone).enqueue(execution)
 
     async def _run_execution(

@@ -192,6 +192,11 @@ class InMemoryExecutionStore:
         self._drop_from_heap(execution_id)
         return True
 
+    async def mark_run_dispatched(self, execution_id: str) -> None:
+        self._claimed.pop(execution_id, None)
+        if self._runs.pop(execution_id, None) is not None:
+            self._drop_from_heap(execution_id)
+
     async def cancel_scheduled_run(self, execution_id: str) -> bool:
         if self._runs.pop(execution_id, None) is None:
             return False

@@ -91,6 +91,11 @@ class ExecutionStore(Protocol):
     async def claim_scheduled_run(self, execution_id: str, owner: str) -> bool:
         """Atomically take a run for execution; False when gone or claimed by another."""
 
+    async def mark_run_dispatched(self, execution_id: str) -> None:
+        """A claimed run is handed to its queue (durable when this returns): it never fires
+        again, and after a crash its execution, still PENDING, is recorded interrupted
+        instead of being run a second time."""
+
     async def cancel_scheduled_run(self, execution_id: str) -> bool:
         """Remove an unclaimed run (recorded CANCELLED); False when not pending."""
 

@@ -24,7 +24,7 @@ from app.domain.errors import ConfigurationError, StepExecutionError
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import sanitize_fields
 from app.domain.timeutil import utc_now
-from app.engine.ports import TRIGGER_SCHEDULE, TRIGGER_SCHEDULED, ExecutionStore
+from app.engine.ports import ExecutionStore
 from app.steps.base import ExecutionStep
 from app.steps.context import ExecutionContext
 from app.steps.factory import StepFactory
@@ -32,9 +32,6 @@ from app.steps.factory import StepFactory
 log = logging.getLogger("app.engine.runner")
 
 MAX_RETRY_DELAY_SECONDS = 3600.0
-
-#: Triggers of executions that come from a claimed scheduled run.
-_CLAIMED_TRIGGERS = frozenset({TRIGGER_SCHEDULED, TRIGGER_SCHEDULE})
 
 
 @dataclass
@@ -131,12 +128,7 @@ class JobRunner:
                 result.status = JobStatus.RUNNING
                 result.steps = []
                 result.error_message = None
-                if attempt == 0 and execution.trigger in _CLAIMED_TRIGGERS:
-                    # A claimed run is on record as started before any step runs: after a
-                    # crash it is recorded interrupted, never run a second time.
-                    await self._persist(self.store.record_job(result))
-                else:
-                    await self._queue_write(self.store.record_job(result, durable=False))
+                await self._queue_write(self.store.record_job(result, durable=False))
                 await self._run_attempt(execution, attempt, cached)
                 if result.status not in (JobStatus.FAILED, JobStatus.TIMEOUT):
                     break

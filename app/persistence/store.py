@@ -365,6 +365,13 @@ class SqlExecutionStore(SqlJobStoreMixin):
             )
         return [run_from_row(r) for r in rows]
 
+    async def mark_run_dispatched(self, execution_id: str) -> None:
+        """A claimed run is handed to its queue: done, durably (group committed with the
+        other runs firing now). After a crash its PENDING execution is recorded
+        interrupted (``find_running(include_queued=True)``), never run a second time."""
+        eid = execution_id
+        await self._submit(("started", eid), "started", started_params(eid), True)
+
     async def cancel_scheduled_run(self, execution_id: str) -> bool:
         """Cancel a pending run (history row CANCELLED, "cancelled before it started");
         False when it is not pending."""

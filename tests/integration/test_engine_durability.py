@@ -109,6 +109,32 @@ async def test_running_at_crash_ends_failed_interrupted(db_url: str, probe: Prob
         await engine.stop()
 
 
+async def test_a_run_handed_to_its_queue_at_crash_is_not_run_again(
+    db_url: str, probe: Probe
+) -> None:
+    due = utc_now() - timedelta(seconds=1)
+    async with SqlExecutionStore(db_url) as store:
+        for name in ("dispatched", "only-claimed"):
+            await store.add_scheduled_run(
+                ScheduledRun(execution_id=name, job=job(name), scheduled_for=due)
+            )
+        claimed = await store.claim_due_runs(utc_now(), 10, owner="dead-process")
+        assert {r.execution_id for r in claimed} == {"dispatched", "only-claimed"}
+        # The process handed one to its queue, then died before the job wrote anything.
+        await store.mark_run_dispatched("dispatched")
+    engine = make_engine(db_url)
+    await engine.start()
+    try:
+        await probe.started["only-claimed:a"].wait()  # never handed over: it runs now
+        assert (await engine.wait_for("only-claimed")).status is JobStatus.SUCCESS  # type: ignore[union-attr]
+        stored = await engine.store.get_execution("dispatched")
+        assert stored is not None and stored.status is JobStatus.FAILED
+        assert "before it started" in (stored.error_message or "")
+        assert probe.runs["a"] == 1  # the dispatched one did not run a second time
+    finally:
+        await engine.stop()
+
+
 async def test_running_at_crash_with_retries_left_is_retried(db_url: str, probe: Probe) -> None:
     async with SqlExecutionStore(db_url) as store:
         crashed = await _leave_running(store, job("c2", max_retries=2))

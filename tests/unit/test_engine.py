@@ -37,6 +37,10 @@ class RecordingStore(InMemoryExecutionStore):
         self.durable.setdefault(execution_id, []).append(("pending", kw.get("durable", True)))
         await super().record_pending(execution_id, *args, **kw)
 
+    async def mark_run_dispatched(self, execution_id: str) -> None:
+        self.durable.setdefault(execution_id, []).append(("dispatched", True))
+        await super().mark_run_dispatched(execution_id)
+
     async def record_job(self, result: Any, *, durable: bool = True) -> None:
         self.job_statuses.setdefault(result.execution_id, []).append(result.status.value)
         self.durable.setdefault(result.execution_id, []).append((result.status.value, durable))
@@ -480,11 +484,16 @@ async def test_which_writes_are_durable_before_the_job_goes_on(probe: Probe) -> 
         started = await eng.submit_now(job("bg"))
         await eng.wait_for(started.execution_id)
         assert store.durable[started.execution_id][0] == ("pending", True)
-        # A claimed scheduled run is on record RUNNING before its first step: after a crash
-        # it is recorded interrupted instead of being run again.
+        # A claimed scheduled run is on record as handed to its queue before it starts:
+        # after a crash it is recorded interrupted instead of being run again.
         execution_id = await eng.schedule_job(job("sched"), utc_now() + timedelta(milliseconds=50))
         await wait_until(lambda: ("success", True) in store.durable.get(execution_id, []))
-        assert ("running", True) in store.durable[execution_id]
+        assert store.durable[execution_id] == [
+            ("pending", True),
+            ("dispatched", True),
+            ("running", False),
+            ("success", True),
+        ]
     finally:
         await eng.stop()
 
