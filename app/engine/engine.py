@@ -198,6 +198,7 @@ class NewExecutionEngine:
         self._state = "stopping"
         held = self._scheduler.drop_held()
         await self._stop_background()
+        await self._scheduler.wait_dispatching()
         if held:  # claimed ahead of their time: pending again, for the next start or replica
             await self.store.requeue_claimed_runs(
                 owner=self.owner, expired_only=False, execution_ids=held

@@ -131,7 +131,7 @@ class Scheduler(DueLoop):
         for run in runs:
             delay = (run.scheduled_for - self._clock()).total_seconds()
             if delay <= 0:
-                await self._dispatch(run)
+                self._start_dispatch(run)
             else:
                 self._held[run.execution_id] = loop.call_later(delay, self._fire, run)
         return len(runs)
@@ -145,13 +145,22 @@ class Scheduler(DueLoop):
             self._held[run.execution_id] = loop.call_later(remaining, self._fire, run)
             return
         del self._held[run.execution_id]
+        self._start_dispatch(run)
+        if len(self._held) == self._max_held - 1:
+            self.notify()  # there is room to claim again
+
+    def _start_dispatch(self, run: ScheduledRun) -> None:
+        """Dispatch in a task of its own: runs firing together share one durable write."""
         task = asyncio.get_running_loop().create_task(
             self._dispatch(run), name=f"dispatch:{run.execution_id}"
         )
         self._firing.add(task)
         task.add_done_callback(self._fired)
-        if len(self._held) == self._max_held - 1:
-            self.notify()  # there is room to claim again
+
+    async def wait_dispatching(self) -> None:
+        """Wait for the dispatches under way (before the queues stop)."""
+        while self._firing:
+            await asyncio.gather(*self._firing, return_exceptions=True)
 
     def _fired(self, task: asyncio.Task[None]) -> None:
         self._firing.discard(task)
