@@ -97,3 +97,21 @@ async def test_no_more_than_max_held_runs_are_claimed_ahead() -> None:
     assert await store.count_scheduled_runs() == 2
     assert sorted(scheduler.drop_held()) == ["r0", "r1", "r2"]
     assert scheduler.held == 0
+
+
+async def test_runs_due_together_are_dispatched_together() -> None:
+    clock = Clock()
+    store = await _store_with({f"r{i}": timedelta(0) for i in range(3)})
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    async def dispatch(run: ScheduledRun) -> None:
+        started.append(run.execution_id)
+        await gate.wait()  # e.g. the durable "dispatched" write they should share
+
+    scheduler = Scheduler(store, dispatch, owner="o", clock=clock, lookahead_seconds=1)
+    assert await scheduler.run_due() == 3
+    await _until(lambda: len(started) == 3)  # none waits for another's write
+    gate.set()
+    await scheduler.wait_dispatching()
+    assert sorted(started) == ["r0", "r1", "r2"]
