@@ -8,14 +8,18 @@ app refuses a non-loopback V2_HOST, and logs a warning that the API is open.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.api.deps import build_engine, load_api_keys, prepare_database
+from app.api.deps import (
+    build_engine,
+    freeze_startup_objects,
+    load_api_keys,
+    prepare_database,
+)
 from app.api.errors import install_problem_handling
 from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
 from app.api.routes import include_routes
@@ -53,10 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine = build_engine(config)
             api = ModernJobAPI(engine, settings=config)
             await api.start()
-            # What exists now lives as long as the process: keep it out of every full
-            # garbage collection (those caused 60-70 ms stalls in the benchmarks).
-            gc.collect()
-            gc.freeze()
+            freeze_startup_objects()
             # Runs on shutdown: running jobs get V2_SHUTDOWN_GRACE_SECONDS to finish, then
             # they are cancelled and recorded CANCELLED.
             stack.push_async_callback(api.stop)

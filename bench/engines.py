@@ -39,13 +39,14 @@ async def running_engine(
     **overrides: Any,
 ) -> AsyncIterator[NewExecutionEngine]:
     """A started engine built like the server's (migrating the database first)."""
-    from app.api.deps import prepare_database
+    from app.api.deps import freeze_startup_objects, prepare_database
 
     settings = settings_for(database_url, connections, **overrides)
     await prepare_database(settings)
     engine = build_engine(settings, store if store is not None else build_store(settings))
     if start:
         await engine.start()
+        freeze_startup_objects()  # as the server does once it has started
     try:
         yield engine
     finally:

@@ -5,8 +5,9 @@ and for due runs, so a million pending runs cost no RAM here. A run is claimed i
 before it is dispatched, so it fires once even with several replicas.
 
 Runs are claimed a little ahead of time (``lookahead_seconds``, at most ``max_held`` of them)
-and dispatched by an event-loop timer at their exact time, so the database round trips of
-claiming never make a run late. A run held that way can still be cancelled
+and handed to ``dispatch`` by an event-loop timer ``prepare_seconds`` before their time (the
+engine records the hand-over durably, then starts the run at its exact time), so neither
+claiming nor that write makes a run late. A run held that way can still be cancelled
 (:meth:`Scheduler.withdraw`); when the engine stops, held runs go back to pending
 (:meth:`Scheduler.drop_held`), and after a crash the next start puts them back (claimed runs
 that never started).
@@ -98,6 +99,7 @@ class Scheduler(DueLoop):
         batch_size: int = 100,
         clock: Callable[[], datetime] = utc_now,
         lookahead_seconds: float = 0.25,
+        prepare_seconds: float = 0.02,
         max_held: int = 2000,
     ) -> None:
         super().__init__(
@@ -110,6 +112,7 @@ class Scheduler(DueLoop):
         self._dispatch = dispatch
         self._owner = owner
         self._lookahead = timedelta(seconds=lookahead_seconds)
+        self._prepare = prepare_seconds
         self._max_held = max_held
         self._held: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[None]] = set()
@@ -129,7 +132,7 @@ class Scheduler(DueLoop):
         runs = await self._store.claim_due_runs(horizon, min(self._batch, room), self._owner)
         loop = asyncio.get_running_loop()
         for run in runs:
-            delay = (run.scheduled_for - self._clock()).total_seconds()
+            delay = (run.scheduled_for - self._clock()).total_seconds() - self._prepare
             if delay <= 0:
                 self._start_dispatch(run)
             else:
@@ -139,7 +142,7 @@ class Scheduler(DueLoop):
     def _fire(self, run: ScheduledRun) -> None:
         if run.execution_id not in self._held:
             return
-        remaining = (run.scheduled_for - self._clock()).total_seconds()
+        remaining = (run.scheduled_for - self._clock()).total_seconds() - self._prepare
         if remaining > 0:  # timers round to the millisecond and may fire a little early
             loop = asyncio.get_running_loop()
             self._held[run.execution_id] = loop.call_later(remaining, self._fire, run)

@@ -515,3 +515,32 @@ async def test_recent_results_kept_in_memory_are_bounded_by_their_text(probe: Pr
         assert stored is not None and stored["status"] == "success"
     finally:
         await eng.stop()
+
+
+class StepClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_run_handed_over_early_still_starts_at_its_time(probe: Probe) -> None:
+    clock = StepClock(utc_now())
+    store = RecordingStore()
+    eng = NewExecutionEngine(max_workers=2, store=store, clock=clock, poll_interval_seconds=0.05)
+    await eng.start()
+    try:
+        due = clock.now + timedelta(milliseconds=10)  # within the 20 ms hand-over lead
+        execution_id = await eng.schedule_job(job("early"), due)
+        # Handed over (durably marked) ahead of its time ...
+        await wait_until(lambda: ("dispatched", True) in store.durable.get(execution_id, []))
+        for _ in range(20):
+            await asyncio.sleep(0.005)  # real time passes; the engine's clock does not
+        assert probe.runs["a"] == 0  # ... but not started before the clock reaches it
+        clock.now = due
+        await probe.started[f"{execution_id}:a"].wait()
+        result = await eng.wait_for(execution_id)
+        assert result is not None and result.start_time == due
+    finally:
+        await eng.stop()

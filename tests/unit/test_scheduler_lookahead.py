@@ -53,7 +53,9 @@ async def test_a_held_run_does_not_start_before_the_clock_reaches_its_time() -> 
     async def dispatch(run: ScheduledRun) -> None:
         dispatched.append(run.execution_id)
 
-    scheduler = Scheduler(store, dispatch, owner="o", clock=clock, lookahead_seconds=60)
+    scheduler = Scheduler(
+        store, dispatch, owner="o", clock=clock, lookahead_seconds=60, prepare_seconds=0
+    )
     assert await scheduler.run_due() == 1
     assert scheduler.held == 1 and dispatched == []
     reads = clock.reads
@@ -74,7 +76,9 @@ async def test_runs_due_now_start_at_once_and_later_ones_wait_in_order() -> None
     async def dispatch(run: ScheduledRun) -> None:
         dispatched.append(run.execution_id)
 
-    scheduler = Scheduler(store, dispatch, owner="o", clock=clock, lookahead_seconds=1)
+    scheduler = Scheduler(
+        store, dispatch, owner="o", clock=clock, lookahead_seconds=1, prepare_seconds=0
+    )
     assert await scheduler.run_due() == 2  # "later" is beyond the look-ahead: not claimed
     assert scheduler.held == 1  # "soon" waits for its timer; "now" is being dispatched
     await _until(lambda: dispatched == ["now"])
@@ -109,7 +113,9 @@ async def test_runs_due_together_are_dispatched_together() -> None:
         started.append(run.execution_id)
         await gate.wait()  # e.g. the durable "dispatched" write they should share
 
-    scheduler = Scheduler(store, dispatch, owner="o", clock=clock, lookahead_seconds=1)
+    scheduler = Scheduler(
+        store, dispatch, owner="o", clock=clock, lookahead_seconds=1, prepare_seconds=0
+    )
     assert await scheduler.run_due() == 3
     await _until(lambda: len(started) == 3)  # none waits for another's write
     gate.set()
