@@ -25,6 +25,7 @@ from app.domain.errors import StepExecutionError
 from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, ExecutionStep, PowerShellStep, StepFactory, StepResources
 from app.steps.powershell import PARAMS_ENV, POWERSHELL_WRAPPER, SCRIPT_ENV
+from tests.support.processes import running
 
 FAKE_PWSH = Path(__file__).resolve().parents[1] / "fixtures" / "fake_pwsh.py"
 PWSH = shutil.which("pwsh")
@@ -106,23 +107,6 @@ def make_step(
 async def run_step(step: ExecutionStep) -> StepExecutionResult:
     async with asyncio.timeout(step.get_timeout()):
         return await step.run()
-
-
-def running(pid: int) -> bool:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return data[data.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- with the fake pwsh ---------------------------------------------------------------------------

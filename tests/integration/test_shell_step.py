@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ from app.domain.errors import ConfigurationError
 from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, ExecutionStep, StepFactory, StepResources
 from tests.support.processes import (
+    STUBBORN_COUNT,
+    STUBBORN_TREE,
     group_members,
     read_pids,
     running_in_group,
@@ -66,18 +67,6 @@ def real(path: Path) -> str:
 
 
 # -- the key test: timeout / cancel leave no process behind ---------------------------------------
-# Every process ignores SIGTERM (an ignored signal stays ignored across fork and exec), so
-# only the escalation to SIGKILL after the grace can end them.
-STUBBORN_TREE = textwrap.dedent("""
-    trap '' TERM
-    echo $$ >> "$PIDS"
-    for i in 1 2; do
-        sh -c 'sleep 300 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; wait' &
-    done
-    echo started
-    wait
-""")
-STUBBORN_COUNT = 5  # the script, two children, two grandchildren
 
 
 async def test_timeout_kills_term_ignoring_children_and_grandchildren(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from app.steps.subprocess_runner import (
     run_process,
 )
 from tests.support.processes import (
+    STUBBORN_COUNT,
+    STUBBORN_TREE,
     group_members,
     read_pids,
     running_in_group,
@@ -162,17 +164,6 @@ async def test_working_directory_is_used(tmp_path: Path) -> None:
 
 
 # -- stopping -----------------------------------------------------------------------------------
-# Every process below ignores SIGTERM (``trap '' TERM`` is inherited across fork and exec),
-# so only the escalation to SIGKILL can end them.
-STUBBORN_TREE = textwrap.dedent("""
-    trap '' TERM
-    echo $$ >> "$PIDS"
-    for i in 1 2; do
-        sh -c 'sleep 300 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; wait' &
-    done
-    wait
-""")
-STUBBORN_COUNT = 5  # the script, two children, two grandchildren
 
 
 async def test_cancel_kills_the_whole_group_escalating_to_sigkill(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,27 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
         return None
     fields = data[data.rfind(b")") + 2 :].split()
     return fields[0].decode(), int(fields[2])
+
+
+# A process tree whose every process ignores SIGTERM (``trap '' TERM`` is inherited across
+# fork and exec), so only the escalation to SIGKILL can end it. Each process appends its pid
+# to the file named by $PIDS.
+STUBBORN_TREE = textwrap.dedent("""
+    trap '' TERM
+    echo $$ >> "$PIDS"
+    for i in 1 2; do
+        sh -c 'sleep 300 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; wait' &
+    done
+    echo started
+    wait
+""")
+STUBBORN_COUNT = 5  # the script, two children, two grandchildren
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def running_in_group(pid: int, pgid: int) -> bool:
