@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,8 +27,8 @@ from app.domain.models import JobDefinition, StepExecutionResult
 from app.main import create_app
 from app.steps import ConnectionRegistry, ExecutionContext, StepFactory, StepResources
 from tests.api.helpers import BASE_URL, make_settings
+from tests.support.pwsh import install_fake_pwsh
 
-FAKE_PWSH = Path(__file__).resolve().parents[1] / "fixtures" / "fake_pwsh.py"
 PWSH = shutil.which("pwsh")
 LONG = "A-" + "x" * 99_990 + "-Z"  # 100 000 characters
 
@@ -264,15 +262,7 @@ async def test_shell_values_arrive_verbatim_through_the_http_api(
 # -- PowerShell -------------------------------------------------------------------------------
 @pytest.fixture
 def fake_pwsh(tmp_path: Path) -> tuple[Path, Path]:
-    record = tmp_path / "record.json"
-    launcher = tmp_path / "fake-pwsh"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_PWSH))} "
-        f'{shlex.quote(str(record))} "$0" "$@"\n'
-    )
-    launcher.chmod(0o755)
-    return launcher, record
+    return install_fake_pwsh(tmp_path)
 
 
 @pytest.mark.parametrize("long_value", [False, True], ids=["short values", "a long value"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,7 @@ from app.domain.enums import StepStatus
 from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, StepFactory, StepResources
 from app.steps.paths import PathNotAllowedError, confine, confine_step_paths
-
-FAKE_PWSH = Path(__file__).resolve().parents[1] / "fixtures" / "fake_pwsh.py"
+from tests.support.pwsh import install_fake_pwsh
 
 
 @pytest.fixture
@@ -130,22 +127,12 @@ async def test_the_resolved_path_is_what_runs(tree: dict[str, Path]) -> None:
 
 
 # -- the PowerShell step at run time (fake pwsh) ----------------------------------------------
-def fake_pwsh(directory: Path) -> tuple[Path, Path]:
-    record = directory / "record.json"
-    launcher = directory / "fake-pwsh"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_PWSH))} "
-        f'{shlex.quote(str(record))} "$0" "$@"\n'
-    )
-    launcher.chmod(0o755)
-    return launcher, record
 
 
 async def test_powershell_paths_are_checked_when_it_runs(
     tree: dict[str, Path], tmp_path: Path
 ) -> None:
-    launcher, record = fake_pwsh(tmp_path)
+    launcher, record = install_fake_pwsh(tmp_path)
     root = tree["root"]
     (root / "job.ps1").write_text("Write-Output 1\n")
     resources = StepResources(powershell_executable=str(launcher), script_roots=(str(root),))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +24,8 @@ from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, ExecutionStep, PowerShellStep, StepFactory, StepResources
 from app.steps.powershell import PARAMS_ENV, POWERSHELL_WRAPPER, SCRIPT_ENV
 from tests.support.processes import running
+from tests.support.pwsh import install_fake_pwsh
 
-FAKE_PWSH = Path(__file__).resolve().parents[1] / "fixtures" / "fake_pwsh.py"
 PWSH = shutil.which("pwsh")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,14 +60,7 @@ HOSTILE: dict[str, Any] = {
 # -- helpers -------------------------------------------------------------------------------------
 class FakePwsh:
     def __init__(self, directory: Path) -> None:
-        self.record_file = directory / "record.json"
-        self.launcher = directory / "fake-pwsh"
-        self.launcher.write_text(
-            "#!/bin/sh\n"
-            f"exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_PWSH))} "
-            f'{shlex.quote(str(self.record_file))} "$0" "$@"\n'
-        )
-        self.launcher.chmod(0o755)
+        self.launcher, self.record_file = install_fake_pwsh(directory)
 
     @property
     def record(self) -> dict[str, Any]:
