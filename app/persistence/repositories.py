@@ -207,12 +207,6 @@ class _Repository:
         self.session = session
         self.on_postgresql = session.get_bind().dialect.name == "postgresql"
 
-    def upsert_statement(self, entity: Any) -> postgresql.Insert | sqlite.Insert:
-        """The dialect's INSERT, which has ``on_conflict_do_update/do_nothing`` on both."""
-        if self.on_postgresql:
-            return postgresql.insert(entity)
-        return sqlite.insert(entity)
-
     def db_now(self) -> ColumnElement[datetime]:
         """The database's clock on PostgreSQL (one clock for every replica); the process
         clock on SQLite, whose file has a single host anyway."""

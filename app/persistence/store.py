@@ -369,8 +369,8 @@ class SqlExecutionStore(SqlJobStoreMixin):
         """A claimed run is handed to its queue: done, durably (group committed with the
         other runs firing now). After a crash its PENDING execution is recorded
         interrupted (``find_running(include_queued=True)``), never run a second time."""
-        eid = execution_id
-        await self._submit(("started", eid), "started", started_params(eid), True)
+        key = ("started", execution_id)
+        await self._submit(key, "started", started_params(execution_id), True)
 
     async def cancel_scheduled_run(self, execution_id: str) -> bool:
         """Cancel a pending run (history row CANCELLED, "cancelled before it started");
