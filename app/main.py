@@ -21,6 +21,8 @@ from app.api.deps import (
     prepare_database,
 )
 from app.api.errors import install_problem_handling
+from app.api.metrics_routes import metrics_router
+from app.api.observability import observability
 from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
 from app.api.routes import include_routes
 from app.api.security import (
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             await prepare_database(config)
             engine = build_engine(config)
+            await stack.enter_async_context(observability(app, engine, config))
             api = ModernJobAPI(engine, settings=config)
             await api.start()
             freeze_startup_objects()
@@ -76,5 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
     include_routes(app)
+    app.include_router(metrics_router)
     install_openapi(app)
     return app

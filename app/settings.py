@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         "per minute; 0 turns the limit off.",
     )
 
+    # -- observability (README "Notifications and metrics") ----------------------------------
+    metrics_public: bool = Field(
+        False, description="GET /metrics without an API key (for a scraper); else `read`."
+    )
+    metrics_job_label_limit: int = Field(
+        100, ge=0, description="Stored jobs that get a job_id label in the metrics."
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

@@ -21,6 +21,7 @@ from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import utc_now
 from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
+from app.engine.observers import EngineObservers
 from app.engine.ports import (
     TRIGGER_NOW,
     TRIGGER_SCHEDULE,
@@ -109,6 +110,7 @@ class NewExecutionEngine:
         self._recurring_task: asyncio.Task[None] | None = None
         self._serial_locks: dict[str, asyncio.Lock] = {}
         self._dispatching: set[str] = set()
+        self.observers = EngineObservers()  # metrics, notifications
         if isinstance(self.store, JobStore):
             self.jobs = JobService(self, self.store, clock=clock)
             self._recurring = RecurringScheduler(
@@ -253,6 +255,13 @@ class NewExecutionEngine:
     @property
     def is_running(self) -> bool:
         return self._state == "running" and self._failure is None
+
+    @property
+    def busy_workers(self) -> int:
+        return len(self._running)
+
+    def timezone_queues(self) -> list[TimezoneJobQueue]:
+        return list(self._queues.values())
 
     def fail(self, reason: str) -> None:
         """A background loop died: refuse new work and report unhealthy."""
@@ -647,6 +656,9 @@ class NewExecutionEngine:
         if queue is not None:
             queue.record_outcome(execution.result.status)
         self._remember(execution)
+        self.observers.execution_finished(
+            execution.result, execution.job, execution.trigger, execution.scheduled_for
+        )
         if not execution.done.done():
             execution.done.set_result(execution.result)
 
@@ -722,12 +734,15 @@ class NewExecutionEngine:
         while missed := await store.due_scheduled_runs(cutoff, 500):
             for run in missed:
                 late = (now - run.scheduled_for).total_seconds()
-                await store.mark_missed(
-                    run.execution_id,
+                reason = (
                     f"missed: due at {run.scheduled_for.isoformat()} while the service was "
                     f"down; {late:.0f}s late is beyond the misfire grace of "
-                    f"{self.misfire_grace.total_seconds():.0f}s",
+                    f"{self.misfire_grace.total_seconds():.0f}s"
                 )
+                if await store.mark_missed(run.execution_id, reason):
+                    self.observers.fire_not_run(
+                        run.job, run.execution_id, run.scheduled_for, reason, JobStatus.FAILED
+                    )
                 report["missed"] += 1
         if any(report.values()):
             log.warning("recovered after restart: %s", report)

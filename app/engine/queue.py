@@ -56,6 +56,7 @@ class TimezoneJobQueue:
         self._engine = engine
         self._owns_engine = engine is None
         self._waiting: collections.deque[Execution] = collections.deque()
+        self._waiting_since: dict[str, float] = {}  # execution_id -> loop time enqueued
         self._has_waiting = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._active: set[str] = set()
@@ -93,6 +94,7 @@ class TimezoneJobQueue:
         engine = self.engine
         while self._waiting:
             execution = self._waiting.popleft()
+            self._waiting_since.pop(execution.execution_id, None)
             await engine.finish_unstarted(execution, "the engine stopped before it started")
 
     async def stop(self, wait_for_jobs: bool = True) -> None:
@@ -158,10 +160,12 @@ class TimezoneJobQueue:
         for execution in self._waiting:
             if execution.execution_id == execution_id:
                 self._waiting.remove(execution)
+                self._waiting_since.pop(execution_id, None)
                 return True
         return False
 
     def enqueue(self, execution: Execution) -> None:
+        self._waiting_since[execution.execution_id] = asyncio.get_running_loop().time()
         self._waiting.append(execution)
         self._has_waiting.set()
 
@@ -184,6 +188,13 @@ class TimezoneJobQueue:
     def get_queue_depth(self) -> int:
         """Get number of jobs waiting in queue"""
         return len(self._waiting)
+
+    def oldest_waiting_seconds(self) -> float:
+        """How long the first execution in line has waited (0 when none waits)."""
+        if not self._waiting:
+            return 0.0
+        since = self._waiting_since.get(self._waiting[0].execution_id)
+        return 0.0 if since is None else asyncio.get_running_loop().time() - since
 
     def get_active_count(self) -> int:
         """Get number of currently executing queued jobs (at most ``max_concurrent``)"""
@@ -214,6 +225,7 @@ class TimezoneJobQueue:
                 self._slots.release()
                 continue
             execution = self._waiting.popleft()
+            self._waiting_since.pop(execution.execution_id, None)
             self._active.add(execution.execution_id)
             self.peak_active = max(self.peak_active, len(self._active))
             self.engine.launch(execution, on_done=self._release)
