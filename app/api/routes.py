@@ -264,10 +264,12 @@ async def ready(api: JobAPIDep) -> ReadinessRead:
 
 def include_routes(app: FastAPI) -> None:
     """Mount every route of the service on ``app`` (also used by create_modern_job_routes)."""
+    from app.api.events_routes import events_router
     from app.api.jobs_routes import jobs_router
     from app.api.security import scope_by_method
 
     app.include_router(v2_router)
+    app.include_router(events_router)
     # Routes that declare no scope of their own get one by method (GET: read, .../run: run,
     # other writes: admin); those that do are left to their own.
     app.include_router(jobs_router, dependencies=[Security(scope_by_method)])

@@ -24,6 +24,7 @@ from app.domain.errors import ConfigurationError, StepExecutionError
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import sanitize_fields
 from app.domain.timeutil import utc_now
+from app.engine.events import EventPublishingStore
 from app.engine.ports import ExecutionStore
 from app.steps.base import ExecutionStep
 from app.steps.context import ExecutionContext
@@ -109,7 +110,7 @@ class JobRunner:
         enable_step_caching: bool = True,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.store = store
+        self.store = EventPublishingStore(store)  # live events of what it records
         self.enable_step_caching = enable_step_caching
         self.clock = clock
 
@@ -292,8 +293,9 @@ class JobRunner:
         execution.current_step_obj = step
         timeout = step.get_timeout()
         try:
-            async with asyncio.timeout(timeout) as deadline:
-                outcome = await step.run()
+            with self.store.hub.capture_output(execution.execution_id, running):
+                async with asyncio.timeout(timeout) as deadline:
+                    outcome = await step.run()
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -52,6 +52,7 @@ from typing import Any
 from uuid import UUID
 
 from app.domain.errors import FieldError
+from app.steps.live_output import current_splitter
 from app.steps.paths import PathNotAllowedError, confine
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,11 @@ class _Capture(asyncio.SubprocessProtocol):
         self.truncated = {_STDOUT: False, _STDERR: False}
         self.open_pipes = {_STDOUT, _STDERR}
         self.exited = False
+        self.lines = current_splitter(max_bytes)  # live output, when the engine listens
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if self.lines is not None:
+            self.lines.feed(fd, data)
         buffer = self.buffers[fd]
         room = self._max - len(buffer)
         if room > 0:
@@ -156,6 +160,8 @@ class _Capture(asyncio.SubprocessProtocol):
             self.truncated[fd] = True
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self.lines is not None:
+            self.lines.close(fd)
         self.open_pipes.discard(fd)
         self._notify()
 

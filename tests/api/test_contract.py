@@ -36,6 +36,7 @@ OPERATION_IDS = {
     ("get", "/api/v2/jobs/{job_id}/next-runs"): "get_next_runs",
     ("post", "/api/v2/schedules/preview"): "preview_schedule",
     ("get", "/api/v2/executions"): "list_executions",
+    ("get", "/api/v2/executions/{execution_id}/events"): "stream_execution_events",
     ("get", "/health"): "health",
     ("get", "/ready"): "ready",
 }
