@@ -31,12 +31,13 @@ from app.steps import (
 )
 
 if TYPE_CHECKING:
-    from app.api.service import ModernJobAPI, create_modern_job_routes
+    from app.api.service import ModernJobAPI
+    from app.api.wiring import create_modern_job_routes
     from app.persistence.models import JobExecutionV2, StepExecutionV2
 
 _LAZY = {
     "ModernJobAPI": "app.api.service",
-    "create_modern_job_routes": "app.api.service",
+    "create_modern_job_routes": "app.api.wiring",
     "JobExecutionV2": "app.persistence.models",
     "StepExecutionV2": "app.persistence.models",
 }

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from app.api.security import InsecureBindError
+from app.api.open_mode import InsecureBindError
 from app.domain.errors import ConfigurationError
 from app.main import create_app
 from app.settings import Settings

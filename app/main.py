@@ -23,14 +23,11 @@ from app.api.deps import (
 from app.api.errors import install_problem_handling
 from app.api.metrics_routes import metrics_router
 from app.api.observability import observability
+from app.api.open_mode import OPEN_MODE_WARNING, check_bind_address
 from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADATA, install_openapi
-from app.api.routes import include_routes
-from app.api.security import (
-    OPEN_MODE_WARNING,
-    check_bind_address,
-    install_security,
-)
+from app.api.security import install_security
 from app.api.service import ModernJobAPI
+from app.api.wiring import include_routes
 from app.settings import Settings
 
 API_VERSION = "2.0.0"

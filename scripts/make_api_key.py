@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.api.security import main
+from app.api.key_cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

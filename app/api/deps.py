@@ -1,16 +1,11 @@
-"""FastAPI dependencies and the engine built from settings (with ``app.main``, the only
-place that reads settings)."""
+"""The engine built from settings (with ``app.main``, the only place that reads settings).
+The per-request FastAPI dependencies are in ``app.api.dependencies``."""
 
 from __future__ import annotations
 
 import gc
-from typing import Annotated
 
-from fastapi import Depends, Request
-
-from app.api.security import ApiKey, read_api_keys
-from app.api.service import ModernJobAPI
-from app.domain.errors import EngineNotRunningError
+from app.api.keys import ApiKey, read_api_keys
 from app.engine.engine import NewExecutionEngine
 from app.engine.memory_store import InMemoryExecutionStore
 from app.engine.ports import ExecutionStore
@@ -76,17 +71,3 @@ def freeze_startup_objects() -> None:
     scheduling lateness and latency tails)."""
     gc.collect()
     gc.freeze()
-
-
-async def get_job_api(request: Request) -> ModernJobAPI:
-    """The app's ModernJobAPI; 503 (EngineNotRunningError) before startup or after shutdown.
-
-    ``async`` although it does not await: FastAPI runs a plain ``def`` dependency in its
-    thread pool, a thread hop on every request."""
-    api: ModernJobAPI | None = getattr(request.app.state, "job_api", None)
-    if api is None:
-        raise EngineNotRunningError("the service is not started")
-    return api
-
-
-JobAPIDep = Annotated[ModernJobAPI, Depends(get_job_api)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -34,6 +34,7 @@ from app.domain.errors import (
     FieldError,
     SchedulingError,
 )
+from app.domain.field_paths import field_errors_from_pydantic as domain_field_errors_from_pydantic
 from app.domain.jobs import JobExistsError, JobNotFoundError, VersionConflictError
 from app.domain.records import DuplicateScheduledRunError
 
@@ -167,70 +168,25 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # -- field paths ----------------------------------------------------------------------------
-_PARAM_LOCATIONS = ("query", "path", "header", "cookie")
-
-
-def loc_to_field(loc: Sequence[int | str]) -> str:
-    """``("body", "steps", 0, "shell", "query")`` -> ``"steps[0].query"``.
-
-    Drops the request-part prefix and the discriminator tag pydantic puts after a step's
-    index; the request body as a whole is ``"body"``.
-    """
-    parts = list(loc)
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-        if not parts:
-            return "body"
-    elif parts and parts[0] in _PARAM_LOCATIONS:
-        parts = parts[1:]
-    path = ""
-    for i, part in enumerate(parts):
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif (
-            i >= 2
-            and parts[i - 2] == "steps"
-            and isinstance(parts[i - 1], int)
-            and (part in API_STEP_TYPES)
-        ):
-            continue  # the union tag
-        else:
-            path = f"{path}.{part}" if path else str(part)
-    return path or "body"
+_PARAM_LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 def field_errors_from_pydantic(
     errors: Iterable[Mapping[str, Any]], prefix: str = ""
 ) -> list[FieldError]:
-    """Pydantic errors as FieldErrors with readable paths and messages."""
-    out: list[FieldError] = []
-    for err in errors:
-        kind = err.get("type", "")
-        ctx = err.get("ctx") or {}
-        loc = tuple(err.get("loc", ()))
-        message = str(err.get("msg", "is invalid"))
-        if kind == "json_invalid":
-            out.append(FieldError("body", f"is not valid JSON: {ctx.get('error', message)}"))
-            continue
-        field = loc_to_field(loc)
-        if kind in ("union_tag_invalid", "union_tag_not_found"):
-            field = f"{field}.type"
-            expected = ctx.get("expected_tags") or ", ".join(repr(t) for t in API_STEP_TYPES)
-            message = (
-                f"unknown step type {ctx.get('tag')!r}; expected one of {expected}"
-                if kind == "union_tag_invalid"
-                else f"is required (one of {expected})"
-            )
-        elif kind == "missing":
-            message = "is required"
-        elif kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "value_error" and "error" in ctx:
-            message = str(ctx["error"])
-        if prefix:
-            field = f"{prefix}.{field}" if field and field != "body" else prefix
-        out.append(FieldError(field, message))
-    return out
+    """Pydantic errors of a request as FieldErrors with paths that read like the request
+    (``steps[0].query``, ``job.timezone``): the request part (``body``, ``query``, ...) and a
+    step's union tag are left out of the path; the body as a whole is ``"body"``."""
+    return domain_field_errors_from_pydantic(
+        (_without_location(err) for err in errors), prefix, union_tags=API_STEP_TYPES
+    )
+
+
+def _without_location(err: Mapping[str, Any]) -> Mapping[str, Any]:
+    loc = tuple(err.get("loc", ()))
+    if loc and loc[0] in _PARAM_LOCATIONS:
+        return {**err, "loc": loc[1:]}
+    return err
 
 
 def configuration_error(exc: ValidationError, prefix: str = "") -> ConfigurationError:

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import JobAPIDep
+from app.api.dependencies import JobAPIDep
 from app.api.errors import PROBLEM_MEDIA_TYPE, problem_responses
 from app.api.live import follow_execution, last_event_number
 from app.api.openapi import PROBLEM_REF
-from app.api.routes import ExecutionId, operation_id
+from app.api.responses import operation_id
+from app.api.routes import ExecutionId
 from app.api.security import ReadKey
 
 events_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operation_id)

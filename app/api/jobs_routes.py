@@ -10,48 +10,39 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 
-from app.api.deps import JobAPIDep
+from app.api.dependencies import JobAPIDep, StoredJobsDep
 from app.api.errors import problem_responses
 from app.api.jobs_schemas import (
     EXAMPLE_RECURRING_JOB,
     ExecutionPageRead,
-    FireTimeRead,
     JobPageRead,
     JobPatch,
     JobRead,
     NextRunsRead,
     SchedulePreviewCreate,
 )
-from app.api.routes import (
-    _ACCEPTED_202,
-    _EXECUTION_400,
+from app.api.responses import (
+    ACCEPTED_202,
+    EXECUTION_400,
     accepted_response,
     execution_response,
+    json_response,
     operation_id,
+    status_url,
 )
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate, Problem
-from app.api.security import current_key_id
-from app.api.service import ModernJobAPI
+from app.api.security import AdminKey, ExecutionKey, ReadKey, key_id
 from app.domain.enums import JobStatus
-from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
-from app.domain.jobs import JobQuery, StoredJob
+from app.domain.errors import ConfigurationError, FieldError
+from app.domain.jobs import JobQuery
 from app.domain.records import ExecutionQuery
 from app.domain.timeutil import parse_iso
-from app.engine.jobs import JobService
 
 jobs_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operation_id)
 
 JobId = Annotated[str, Path(min_length=1, max_length=100, description="The job's job_id.")]
-IfMatch = Annotated[
-    str | None,
-    Header(
-        description='The version you read (`ETag`), e.g. `"3"`: refused with 412 if the '
-        "job changed since."
-    ),
-]
 _404 = {"model": Problem, "description": "No job with this job_id."}
 _412 = {"model": Problem, "description": "If-Match names an older version: re-read the job."}
 _JOB_HEADERS = {
@@ -66,13 +57,16 @@ _JOB_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _jobs(api: ModernJobAPI) -> JobService:
-    if api.engine.jobs is None:
-        raise EngineNotRunningError("this store keeps no job definitions")
-    return api.engine.jobs
-
-
-def _expected_version(if_match: str | None) -> int | None:
+def expected_version(
+    if_match: Annotated[
+        str | None,
+        Header(
+            description='The version you read (`ETag`), e.g. `"3"`: refused with 412 if the '
+            "job changed since."
+        ),
+    ] = None,
+) -> int | None:
+    """The version ``If-Match`` names (None without one, or with ``*``)."""
     if if_match is None or if_match.strip() == "*":
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
@@ -81,16 +75,16 @@ def _expected_version(if_match: str | None) -> int | None:
     return int(text)
 
 
-async def _job_response(
-    api: ModernJobAPI, stored: StoredJob, status: int = 200, request: Request | None = None
-) -> JSONResponse:
-    last = await _jobs(api).last_execution(stored.job_id)
-    body = JobRead.of(stored, last).model_dump(mode="json")
-    headers = {"ETag": f'"{stored.version}"'}
+ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+def job_response(job: JobRead, status: int = 200, request: Request | None = None) -> Response:
+    """The job with its version as ETag (and, when created, its Location)."""
+    headers = {"ETag": f'"{job.version}"'}
     if status == 201 and request is not None:
         # Path parameters are not percent-encoded by url_for; a job_id may be any text.
-        headers["Location"] = str(request.url_for("get_job", job_id=quote(stored.job_id, safe="")))
-    return JSONResponse(body, status_code=status, headers=headers)
+        headers["Location"] = str(request.url_for("get_job", job_id=quote(job.job_id, safe="")))
+    return json_response(job, status, headers)
 
 
 @jobs_router.post(
@@ -121,13 +115,11 @@ async def create_job(
             }
         ),
     ],
-    api: JobAPIDep,
+    key: AdminKey,
+    jobs: StoredJobsDep,
     request: Request,
 ) -> Response:
-    definition = api._parse_job_data(job)
-    api.check_connection_access(definition, current_key_id(request))
-    stored = await _jobs(api).create(definition)
-    return await _job_response(api, stored, 201, request)
+    return job_response(await jobs.create(job, requested_by=key_id(key)), 201, request)
 
 
 @jobs_router.get(
@@ -140,19 +132,16 @@ async def create_job(
     responses=problem_responses(400, 500, 503),
 )
 async def list_jobs(
-    api: JobAPIDep,
+    _: ReadKey,
+    jobs: StoredJobsDep,
     enabled: bool | None = None,
     timezone: Annotated[str | None, Query(max_length=50)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JobPageRead:
-    service = _jobs(api)
-    page = await service.list_jobs(
+    return await jobs.list_jobs(
         JobQuery(enabled=enabled, timezone=timezone, limit=limit, cursor=cursor)
     )
-    last = await service.last_executions([s.job_id for s in page.items])
-    items = [JobRead.of(s, last.get(s.job_id)) for s in page.items]
-    return JobPageRead(items=items, next_cursor=page.next_cursor)
 
 
 @jobs_router.get(
@@ -164,8 +153,8 @@ async def list_jobs(
     response_model=JobRead,
     responses={200: {"headers": _JOB_HEADERS}, 404: _404, **problem_responses(400, 500, 503)},
 )
-async def get_job(job_id: JobId, api: JobAPIDep) -> Response:
-    return await _job_response(api, await _jobs(api).get(job_id))
+async def get_job(job_id: JobId, _: ReadKey, jobs: StoredJobsDep) -> Response:
+    return job_response(await jobs.get(job_id))
 
 
 @jobs_router.put(
@@ -187,16 +176,13 @@ async def replace_job(
             }
         ),
     ],
-    api: JobAPIDep,
-    request: Request,
-    if_match: IfMatch = None,
+    key: AdminKey,
+    jobs: StoredJobsDep,
+    version: ExpectedVersion,
 ) -> Response:
-    if job.job_id != job_id:
-        raise ConfigurationError([FieldError("job_id", "must match the job_id in the path")])
-    definition = api._parse_job_data(job)
-    api.check_connection_access(definition, current_key_id(request))
-    stored = await _jobs(api).replace(definition, expected_version=_expected_version(if_match))
-    return await _job_response(api, stored)
+    return job_response(
+        await jobs.replace(job_id, job, requested_by=key_id(key), expected_version=version)
+    )
 
 
 @jobs_router.patch(
@@ -221,22 +207,13 @@ async def update_job(
             }
         ),
     ],
-    api: JobAPIDep,
-    request: Request,
-    if_match: IfMatch = None,
+    key: AdminKey,
+    jobs: StoredJobsDep,
+    version: ExpectedVersion,
 ) -> Response:
-    service = _jobs(api)
-    current = await service.get(job_id)
-    expected = _expected_version(if_match)
-    merged = {**current.job.to_dict(), **changes.model_dump(mode="json", exclude_unset=True)}
-    for key in ("created_at", "updated_at"):
-        merged.pop(key, None)
-    job = api._parse_job_data(merged)
-    api.check_connection_access(job, current_key_id(request))
-    stored = await service.replace(
-        job, expected_version=current.version if expected is None else expected
+    return job_response(
+        await jobs.patch(job_id, changes, requested_by=key_id(key), expected_version=version)
     )
-    return await _job_response(api, stored)
 
 
 @jobs_router.delete(
@@ -248,18 +225,11 @@ async def update_job(
     response_class=Response,
     responses={404: _404, 412: _412, **problem_responses(400, 500, 503)},
 )
-async def delete_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
-    await _jobs(api).delete(job_id, expected_version=_expected_version(if_match))
-    return Response(status_code=204)
-
-
-async def _set_enabled(
-    api: ModernJobAPI, job_id: str, enabled: bool, if_match: str | None
+async def delete_job(
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
 ) -> Response:
-    stored = await _jobs(api).set_enabled(
-        job_id, enabled, expected_version=_expected_version(if_match)
-    )
-    return await _job_response(api, stored)
+    await jobs.delete(job_id, expected_version=version)
+    return Response(status_code=204)
 
 
 @jobs_router.post(
@@ -270,8 +240,10 @@ async def _set_enabled(
     response_model=JobRead,
     responses=_JOB_CHANGE_RESPONSES,
 )
-async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
-    return await _set_enabled(api, job_id, True, if_match)
+async def enable_job(
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+) -> Response:
+    return job_response(await jobs.set_enabled(job_id, True, expected_version=version))
 
 
 @jobs_router.post(
@@ -282,8 +254,10 @@ async def enable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) ->
     response_model=JobRead,
     responses=_JOB_CHANGE_RESPONSES,
 )
-async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -> Response:
-    return await _set_enabled(api, job_id, False, if_match)
+async def disable_job(
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+) -> Response:
+    return job_response(await jobs.set_enabled(job_id, False, expected_version=version))
 
 
 @jobs_router.post(
@@ -295,29 +269,25 @@ async def disable_job(job_id: JobId, api: JobAPIDep, if_match: IfMatch = None) -
     "`?wait=false`.",
     response_model=ExecutionRead,
     responses={
-        202: _ACCEPTED_202,
-        400: _EXECUTION_400,
+        202: ACCEPTED_202,
+        400: EXECUTION_400,
         404: _404,
         **problem_responses(413, 500, 503),
     },
 )
 async def run_job(
-    job_id: JobId, api: JobAPIDep, request: Request, wait: Annotated[bool, Query()] = True
+    job_id: JobId,
+    key: ExecutionKey,
+    jobs: StoredJobsDep,
+    request: Request,
+    wait: Annotated[bool, Query()] = True,
 ) -> Response:
-    service = _jobs(api)
-    key_id = current_key_id(request)
-    api.check_connection_access((await service.get(job_id)).job, key_id)
-    execution = await service.run_now(job_id, requested_by=key_id)
-    if not wait:
-        url = str(request.url_for("get_execution", execution_id=execution.execution_id))
-        return accepted_response(
-            ExecutionAcceptedRead(
-                execution_id=execution.execution_id, status=execution.result.status, status_url=url
-            )
-        )
-    result = await api.engine.wait_for(execution.execution_id)
-    assert result is not None
-    return execution_response(ModernJobAPI._execution_read(result.to_dict()))
+    result = await jobs.run(
+        job_id, requested_by=key_id(key), wait=wait, status_url=status_url(request)
+    )
+    if isinstance(result, ExecutionAcceptedRead):
+        return accepted_response(result)
+    return execution_response(result)
 
 
 @jobs_router.get(
@@ -331,14 +301,12 @@ async def run_job(
     responses={404: _404, **problem_responses(400, 500, 503)},
 )
 async def get_next_runs(
-    job_id: JobId, api: JobAPIDep, count: Annotated[int, Query(ge=1, le=500)] = 10
+    job_id: JobId,
+    _: ReadKey,
+    jobs: StoredJobsDep,
+    count: Annotated[int, Query(ge=1, le=500)] = 10,
 ) -> NextRunsRead:
-    service = _jobs(api)
-    stored = await service.get(job_id)
-    fires = await service.next_runs(job_id, count)
-    return NextRunsRead(
-        job_id=job_id, timezone=stored.job.timezone, runs=[FireTimeRead.of(f) for f in fires]
-    )
+    return await jobs.next_runs(job_id, count)
 
 
 @jobs_router.post(
@@ -368,20 +336,10 @@ async def preview_schedule(
             }
         ),
     ],
-    api: JobAPIDep,
+    _: ReadKey,
+    jobs: StoredJobsDep,
 ) -> NextRunsRead:
-    after: datetime | None = None
-    if preview.after is not None:
-        try:
-            after = parse_iso(preview.after)
-        except ValueError:
-            raise ConfigurationError(
-                [FieldError("after", "is not an ISO 8601 date-time")]
-            ) from None
-    fires = _jobs(api).preview(
-        preview.schedule_config, preview.timezone, after=after, count=preview.count
-    )
-    return NextRunsRead(timezone=preview.timezone, runs=[FireTimeRead.of(f) for f in fires])
+    return jobs.preview(preview)
 
 
 @jobs_router.get(
@@ -396,6 +354,7 @@ async def preview_schedule(
     responses=problem_responses(400, 500, 503),
 )
 async def list_executions(
+    _: ReadKey,
     api: JobAPIDep,
     job_id: Annotated[str | None, Query(max_length=100)] = None,
     status: JobStatus | None = None,
@@ -414,11 +373,7 @@ async def list_executions(
         limit=limit,
         cursor=cursor,
     )
-    page = await api.engine.store.list_executions(query)
-    return ExecutionPageRead(
-        items=[ModernJobAPI._execution_read(r.to_dict()) for r in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return await api.list_executions(query)
 
 
 def _instant(value: str | None, field: str) -> datetime | None:

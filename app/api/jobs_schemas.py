@@ -11,6 +11,7 @@ from app.api.schemas import EXAMPLE_JOB, ExecutionRead, JobCreate, StepCreate, _
 from app.domain.jobs import StoredJob, schedule_policies
 from app.domain.models import JobExecutionResult
 from app.domain.schedules import FireTime
+from app.domain.timeutil import to_local
 
 EXAMPLE_RECURRING_JOB: dict[str, Any] = {
     **EXAMPLE_JOB,
@@ -149,8 +150,6 @@ class JobRead(JobCreate):
         data = stored.job.to_dict()
         misfire, overlap = schedule_policies(stored.job.schedule_config)
         nxt = stored.next_fire_at
-        from app.domain.timeutil import to_local
-
         return cls.model_validate(
             {
                 **data,

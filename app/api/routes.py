@@ -3,20 +3,24 @@ that call ``ModernJobAPI``; errors are mapped in ``app.api.errors``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response, Security
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from app.api.deps import JobAPIDep
-from app.api.errors import PROBLEM_MEDIA_TYPE, problem_responses
-from app.api.openapi import PROBLEM_REF
+from app.api.dependencies import JobAPIDep
+from app.api.errors import problem_responses
+from app.api.responses import (
+    ACCEPTED_202,
+    EXECUTION_400,
+    accepted_response,
+    execution_response,
+    operation_id,
+    status_url,
+)
 from app.api.schemas import (
     EXAMPLE_FAILING_JOB,
     EXAMPLE_JOB,
     EngineStatusRead,
-    ExecutionAcceptedRead,
     ExecutionRead,
     HealthRead,
     JobCreate,
@@ -26,13 +30,6 @@ from app.api.schemas import (
     StepTypeListRead,
 )
 from app.api.security import ExecutionKey, ReadKey, RunKey, key_id
-from app.api.service import StatusUrl
-
-
-def operation_id(route: APIRoute) -> str:
-    """operationId = the route function's name (``execute_job``, ``get_execution``, ...)."""
-    return route.name
-
 
 v2_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operation_id)
 health_router = APIRouter(generate_unique_id_function=operation_id, tags=["health"])
@@ -46,36 +43,6 @@ ExecutionId = Annotated[
         examples=["3f2b8c1e9a7d4e6f8b0c1d2e3f4a5b6c"],
     ),
 ]
-
-_EXECUTION_400: dict[str, Any] = {
-    "description": "The job ran and did not succeed (`application/json`: the execution, "
-    "`success: false`), or the request is invalid (`application/problem+json`: field errors).",
-    "content": {
-        # One schema per media type would do, but generated clients read only the first
-        # JSON media type: this one lets them parse either body.
-        "application/json": {
-            "schema": {
-                "oneOf": [{"$ref": "#/components/schemas/ExecutionRead"}, {"$ref": PROBLEM_REF}]
-            }
-        },
-        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}},
-    },
-}
-
-_ACCEPTED_202: dict[str, Any] = {
-    "model": ExecutionAcceptedRead,
-    "description": "Started (`?wait=false`); follow it at the Location URL.",
-    "headers": {
-        "Location": {
-            "description": "URL of the execution (GET /api/v2/executions/{execution_id}).",
-            "schema": {"type": "string"},
-        }
-    },
-}
-
-
-def _status_url(request: Request) -> StatusUrl:
-    return lambda execution_id: str(request.url_for("get_execution", execution_id=execution_id))
 
 
 @v2_router.post(
@@ -91,8 +58,8 @@ def _status_url(request: Request) -> StatusUrl:
     response_model=ExecutionRead,
     response_description="The job succeeded: the full execution result.",
     responses={
-        202: _ACCEPTED_202,
-        400: _EXECUTION_400,
+        202: ACCEPTED_202,
+        400: EXECUTION_400,
         **problem_responses(413, 500, 503),
     },
 )
@@ -118,31 +85,9 @@ async def execute_job(
 ) -> Response:
     if not wait:
         return accepted_response(
-            await api.submit(job, _status_url(request), requested_by=key_id(key))
+            await api.submit(job, status_url(request), requested_by=key_id(key))
         )
     return execution_response(await api.execute(job, requested_by=key_id(key)))
-
-
-def accepted_response(accepted: ExecutionAcceptedRead) -> Response:
-    """202 with the execution id and its Location."""
-    headers = {"Location": accepted.status_url}
-    return _json(accepted, 202, headers)
-
-
-def execution_response(result: ExecutionRead) -> Response:
-    """200 when the execution succeeded, else 400, with the execution as the body."""
-    return _json(result, 200 if result.success else 400)
-
-
-def _json(model: BaseModel, status_code: int, headers: dict[str, str] | None = None) -> Response:
-    """``model`` serialised by pydantic straight to JSON bytes (no dict and ``json.dumps``
-    round on the way)."""
-    return Response(
-        model.model_dump_json(),
-        status_code=status_code,
-        headers=headers,
-        media_type="application/json",
-    )
 
 
 @v2_router.post(
@@ -177,7 +122,7 @@ async def schedule_job(
     api: JobAPIDep,
     request: Request,
 ) -> ScheduleRead:
-    return await api.schedule(body, _status_url(request), requested_by=key_id(key))
+    return await api.schedule(body, status_url(request), requested_by=key_id(key))
 
 
 @v2_router.get(
@@ -260,17 +205,3 @@ async def health() -> HealthRead:
 )
 async def ready(api: JobAPIDep) -> ReadinessRead:
     return await api.readiness()
-
-
-def include_routes(app: FastAPI) -> None:
-    """Mount every route of the service on ``app`` (also used by create_modern_job_routes)."""
-    from app.api.events_routes import events_router
-    from app.api.jobs_routes import jobs_router
-    from app.api.security import scope_by_method
-
-    app.include_router(v2_router)
-    app.include_router(events_router)
-    # Routes that declare no scope of their own get one by method (GET: read, .../run: run,
-    # other writes: admin); those that do are left to their own.
-    app.include_router(jobs_router, dependencies=[Security(scope_by_method)])
-    app.include_router(health_router)

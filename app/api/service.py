@@ -1,46 +1,42 @@
-"""ModernJobAPI: the service the v2 routes call, and ``create_modern_job_routes`` (spec).
+"""ModernJobAPI: the service the v2 routes call (spec).
 
 The async methods (``execute``, ``submit``, ``schedule``, ``get_execution``, ``cancel``,
-``status``, ``step_types``, ``readiness``) are what the routes await; they return response
-models and raise domain errors, which ``app.api.errors`` maps to HTTP.
+``list_executions``, ``status``, ``step_types``, ``readiness``) are what the routes await;
+they return response models and raise domain errors, which ``app.api.errors`` maps to HTTP.
+Stored jobs have their own service, ``stored_jobs`` (``app.api.stored_jobs``); input is
+parsed and checked by ``parser`` (``app.api.job_input``).
 
 The spec's synchronous methods (``execute_job_immediately``, ``schedule_job``,
 ``get_execution_status``, ``get_available_step_types``) work from plain synchronous code with
-no running event loop: the engine lives on one event loop (the server's, when started by
-the FastAPI lifespan, or else a loop the API runs in a background thread of its own), and
-``_run_async`` hands each coroutine to that loop and waits for its result.
+no running event loop, through ``app.api.sync_bridge``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import re
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.api.errors import (
-    NotReadyError,
-    PermissionDeniedError,
-    configuration_error,
-    domain_field_errors,
-    install_problem_handling,
-    prefixed,
+from app.api.deps import build_engine, load_settings, prepare_database
+from app.api.errors import NotReadyError, configuration_error, domain_field_errors
+from app.api.job_input import (
+    DEFAULT_MAX_SCRIPT_CHARS,
+    DEFAULT_MAX_STEPS_PER_JOB,
+    DEFAULT_MAX_TIMEOUT_SECONDS,
+    JobInput,
+    JobParser,
 )
-from app.api.openapi import install_openapi
+from app.api.jobs_schemas import ExecutionPageRead
+from app.api.responses import StatusUrl, default_status_url, execution_read
 from app.api.schemas import (
     EngineHealthRead,
     EngineStatusRead,
     ExecutionAcceptedRead,
     ExecutionRead,
-    JobCreate,
     QueueStatusRead,
     ReadinessRead,
     ScheduleCreate,
@@ -48,43 +44,27 @@ from app.api.schemas import (
     StepTypeListRead,
     StepTypeRead,
 )
+from app.api.stored_jobs import StoredJobService
+from app.api.sync_bridge import SyncBridge
 from app.domain.enums import JobStatus
 from app.domain.errors import (
     CancellationError,
-    ConfigurationError,
-    EngineNotRunningError,
     ExecutionEngineError,
     ExecutionFinishedError,
     ExecutionNotFoundError,
-    FieldError,
     SchedulingError,
 )
 from app.domain.models import JobDefinition, JobExecutionResult
+from app.domain.records import ExecutionQuery
 from app.domain.timeutil import parse_iso, resolve_local, to_local
 from app.engine.engine import NewExecutionEngine
+from app.settings import Settings
 from app.steps.factory import StepFactory
-from app.steps.paths import confine_step_paths
-
-if TYPE_CHECKING:
-    from app.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("app.api")
 
-DEFAULT_MAX_STEPS_PER_JOB = 100
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
-DEFAULT_MAX_SCRIPT_CHARS = 100_000
-DEFAULT_MAX_TIMEOUT_SECONDS = 86_400
-#: Step fields whose length V2_MAX_SCRIPT_CHARS limits.
-SCRIPT_FIELDS = ("query", "script")
-
-JobInput = JobCreate | Mapping[str, Any]
-StatusUrl = Callable[[str], str]
-
-
-def default_status_url(execution_id: str) -> str:
-    """Path of an execution's status resource (the routes pass absolute URLs)."""
-    return f"/api/v2/executions/{execution_id}"
 
 
 class ModernJobAPI:
@@ -115,8 +95,6 @@ class ModernJobAPI:
         """
         self._own_settings: Settings | None = None
         if engine is None:
-            from app.api.deps import build_engine, load_settings
-
             settings = settings or load_settings()
             engine = build_engine(settings)
             self._own_settings = settings
@@ -135,17 +113,23 @@ class ModernJobAPI:
         self.max_timeout_seconds = max_timeout_seconds or (
             settings.max_timeout_seconds if settings else DEFAULT_MAX_TIMEOUT_SECONDS
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        #: Parses and checks job definitions against this server.
+        self.parser = JobParser(
+            resources=engine.resources,
+            default_timeout=engine.default_timeout,
+            max_steps_per_job=self.max_steps_per_job,
+            max_script_chars=self.max_script_chars,
+            max_timeout_seconds=self.max_timeout_seconds,
+        )
+        #: Stored job definitions (``/api/v2/jobs/...``).
+        self.stored_jobs = StoredJobService(engine, self.parser)
+        self._bridge = SyncBridge()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the execution engine (on the running event loop)"""
-        self._loop = asyncio.get_running_loop()
+        self._bridge.attach(asyncio.get_running_loop())
         if self._own_settings is not None:
-            from app.api.deps import prepare_database
-
             await prepare_database(self._own_settings)
         await self.engine.start()
 
@@ -156,19 +140,7 @@ class ModernJobAPI:
 
     def close(self) -> None:
         """Stop the engine and the background loop started for synchronous use, if any."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            if thread is None or loop is None:
-                return
-            self._loop = self._thread = None
-        try:
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        self._bridge.close(self.stop)
 
     def __enter__(self) -> ModernJobAPI:
         return self
@@ -183,10 +155,10 @@ class ModernJobAPI:
         ``requested_by``: the API key id that asked (recorded; decides which connections the
         job may use, ``PermissionDeniedError`` otherwise).
         """
-        definition = self._parse_job_data(job)
-        self.check_connection_access(definition, requested_by)
+        definition = self.parser.parse(job)
+        self.parser.check_connection_access(definition, requested_by)
         result = await self.engine.execute_job_now(definition, requested_by=requested_by)
-        return self._execution_read(result.to_dict())
+        return execution_read(result.to_dict())
 
     async def submit(
         self,
@@ -196,8 +168,8 @@ class ModernJobAPI:
         requested_by: str | None = None,
     ) -> ExecutionAcceptedRead:
         """Start ``job`` now without waiting for it to end."""
-        definition = self._parse_job_data(job)
-        self.check_connection_access(definition, requested_by)
+        definition = self.parser.parse(job)
+        self.parser.check_connection_access(definition, requested_by)
         execution = await self.engine.submit_now(definition, requested_by=requested_by)
         return ExecutionAcceptedRead(
             execution_id=execution.execution_id,
@@ -218,8 +190,8 @@ class ModernJobAPI:
                 request = ScheduleCreate.model_validate(dict(request))
             except ValidationError as exc:
                 raise configuration_error(exc) from None
-        job = self._parse_job_data(request.job, prefix="job")
-        self.check_connection_access(job, requested_by, prefix="job")
+        job = self.parser.parse(request.job, prefix="job")
+        self.parser.check_connection_access(job, requested_by, prefix="job")
         instant = _scheduled_instant(request.scheduled_time, job.timezone)
         execution_id = await self.engine.schedule_job(job, instant, requested_by=requested_by)
         return ScheduleRead(
@@ -237,7 +209,7 @@ class ModernJobAPI:
         data = await self.engine.get_execution(execution_id)
         if data is None:
             raise ExecutionNotFoundError(execution_id)
-        return self._execution_read(data)
+        return execution_read(data)
 
     async def cancel(self, execution_id: str, *, cancelled_by: str | None = None) -> ExecutionRead:
         """Cancel a scheduled, queued or running execution; the execution afterwards.
@@ -258,6 +230,14 @@ class ModernJobAPI:
             )
         return await self.get_execution(execution_id)
 
+    async def list_executions(self, query: ExecutionQuery) -> ExecutionPageRead:
+        """Recorded executions, newest first (served from the store)."""
+        page = await self.engine.store.list_executions(query)
+        return ExecutionPageRead(
+            items=[execution_read(r.to_dict()) for r in page.items],
+            next_cursor=page.next_cursor,
+        )
+
     async def status(self) -> EngineStatusRead:
         """Engine health, every timezone queue and the running executions."""
         health = await self.engine.health_check()
@@ -267,9 +247,7 @@ class ModernJobAPI:
                 tz: QueueStatusRead.model_validate(queue)
                 for tz, queue in self.engine.get_queue_status().items()
             },
-            active_executions=[
-                self._execution_read(e) for e in self.engine.get_active_executions()
-            ],
+            active_executions=[execution_read(e) for e in self.engine.get_active_executions()],
         )
 
     def step_types(self) -> StepTypeListRead:
@@ -352,128 +330,22 @@ class ModernJobAPI:
     def check_connection_access(
         self, job: JobDefinition, requested_by: str | None, *, prefix: str = ""
     ) -> None:
-        """``PermissionDeniedError`` (403) naming ``steps[i].connection_name`` for every step
-        on a connection whose ``allowed_keys`` do not list ``requested_by``.
+        """``PermissionDeniedError`` (403) for every step on a connection the key
+        ``requested_by`` may not use (see ``JobParser.check_connection_access``)."""
+        self.parser.check_connection_access(job, requested_by, prefix=prefix)
 
-        Checked again when each SQL step runs. Unknown connection names are left to the
-        step (it fails naming the known ones).
-        """
-        registry = self.engine.resources.connections
-        known = set(registry.names())
-        errors: list[FieldError] = []
-        for i, step in enumerate(job.steps):
-            name = step.get("connection_name")
-            if not isinstance(name, str) or name not in known:
-                continue
-            config = registry.config(name)
-            if not config.allows(requested_by):
-                field = f"steps[{i}].connection_name"
-                errors.append(
-                    FieldError(
-                        f"{prefix}.{field}" if prefix else field,
-                        config.access_denied_message(requested_by),
-                    )
-                )
-        if errors:
-            raise PermissionDeniedError("; ".join(map(str, errors)), errors)
-
-    # -- internal helpers -------------------------------------------------------------------
+    # -- internal helpers (the spec's) ------------------------------------------------------
     def _parse_job_data(self, job_data: JobInput, *, prefix: str = "") -> JobDefinition:
         """Parse job data from API request into JobDefinition
 
-        Validates like the HTTP API (strict types, known step types, limits) and then the
-        domain rules, then the server's policy (script roots, script length, timeout
-        ceiling); every problem is reported in one ``ConfigurationError``.
+        Validates like the HTTP API, then the domain rules, then the server's policy; every
+        problem is reported in one ``ConfigurationError`` (see ``JobParser.parse``).
         """
-        try:
-            if isinstance(job_data, JobCreate):
-                model = job_data
-            else:
-                model = JobCreate.model_validate(
-                    dict(job_data) if isinstance(job_data, Mapping) else job_data
-                )
-        except ValidationError as exc:
-            raise configuration_error(exc, prefix) from None
-        data = model.model_dump(mode="json", exclude_unset=True)
-        if data.get("timeout_seconds") is None:
-            data["timeout_seconds"] = self.engine.default_timeout
-        errors = _unstorable_values(model.model_dump(exclude_unset=True))
-        if len(model.steps) > self.max_steps_per_job:
-            errors.append(
-                FieldError(
-                    "steps",
-                    f"at most {self.max_steps_per_job} steps per job (got {len(model.steps)})",
-                )
-            )
-        try:
-            if errors:
-                raise ConfigurationError(errors)
-            job = JobDefinition.from_dict(data)
-            job.validate()
-            policy = self._policy_errors(job)
-            if policy:
-                raise ConfigurationError(policy)
-        except ConfigurationError as exc:
-            raise (prefixed(exc, prefix) if prefix else exc) from None
-        return job
-
-    def _policy_errors(self, job: JobDefinition) -> list[FieldError]:
-        """The server's limits on a valid job: paths inside V2_SCRIPT_ROOTS, query/script
-        length (V2_MAX_SCRIPT_CHARS), timeouts (V2_MAX_TIMEOUT_SECONDS)."""
-        errors: list[FieldError] = []
-        ceiling = self.max_timeout_seconds
-        if job.timeout_seconds > ceiling:
-            errors.append(
-                FieldError(
-                    "timeout_seconds",
-                    f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
-                )
-            )
-        roots = self.engine.resources.script_roots
-        for i, step in enumerate(job.steps):
-            where = f"steps[{i}]"
-            timeout = step.get("timeout")
-            if isinstance(timeout, int) and timeout > ceiling:
-                errors.append(
-                    FieldError(
-                        f"{where}.timeout",
-                        f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
-                    )
-                )
-            for name in SCRIPT_FIELDS:
-                text = step.get(name)
-                if isinstance(text, str) and len(text) > self.max_script_chars:
-                    errors.append(
-                        FieldError(
-                            f"{where}.{name}",
-                            f"is {len(text)} characters long; the server accepts at most "
-                            f"{self.max_script_chars} (V2_MAX_SCRIPT_CHARS)",
-                        )
-                    )
-            working_directory, script_path = step.get("working_directory"), step.get("script_path")
-            if isinstance(working_directory, str) or isinstance(script_path, str):
-                _, _, problems = confine_step_paths(
-                    working_directory if isinstance(working_directory, str) else None,
-                    script_path if isinstance(script_path, str) else None,
-                    roots,
-                    prefix=where,
-                )
-                errors.extend(FieldError(p.field, p.message) for p in problems)
-        return errors
+        return self.parser.parse(job_data, prefix=prefix)
 
     def _format_execution_response(self, result: JobExecutionResult) -> dict[str, Any]:
         """Format JobExecutionResult into API response"""
-        return self._execution_read(result.to_dict()).model_dump(mode="json")
-
-    @staticmethod
-    def _execution_read(data: Mapping[str, Any]) -> ExecutionRead:
-        data = dict(data)
-        metadata = data.get("metadata") or {}
-        data.setdefault("trigger", metadata.get("trigger"))
-        data.setdefault("scheduled_for", metadata.get("scheduled_for"))
-        data.setdefault("requested_by", metadata.get("requested_by"))
-        data.setdefault("cancelled_by", metadata.get("cancelled_by"))
-        return ExecutionRead.model_validate(data)
+        return execution_read(result.to_dict()).model_dump(mode="json")
 
     @staticmethod
     def _error_response(exc: ExecutionEngineError) -> dict[str, Any]:
@@ -485,8 +357,8 @@ class ModernJobAPI:
         }
 
     async def _execute_result(self, job_data: JobInput) -> JobExecutionResult:
-        job = self._parse_job_data(job_data)
-        self.check_connection_access(job, None)
+        job = self.parser.parse(job_data)
+        self.parser.check_connection_access(job, None)
         return await self.engine.execute_job_now(job)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -495,24 +367,7 @@ class ModernJobAPI:
         The loop the engine was started on when it is still running; otherwise a new loop in
         a daemon thread owned by this object, with the engine started on it.
         """
-        with self._lock:
-            loop = self._loop
-            if loop is not None and loop.is_running():
-                return loop
-            if loop is not None and self._thread is None:
-                raise EngineNotRunningError(
-                    "the event loop the engine was started on is no longer running"
-                )
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-            thread = threading.Thread(
-                target=_serve_loop, args=(loop, ready), name="modern-job-api-loop", daemon=True
-            )
-            thread.start()
-            ready.wait()
-            self._loop, self._thread = loop, thread
-            asyncio.run_coroutine_threadsafe(self.engine.start(), loop).result()
-        return loop
+        return self._bridge.ensure_loop(self.engine.start)
 
     def _run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run async function in sync context
@@ -521,28 +376,7 @@ class ModernJobAPI:
         thread would block the loop it waits for, so that raises ``RuntimeError``: await the
         async method instead.
         """
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        try:
-            if running is not None and running is self._loop:
-                raise RuntimeError(
-                    "ModernJobAPI's synchronous methods cannot run on the engine's own event "
-                    "loop (it would deadlock); await the async methods (execute, schedule, "
-                    "status, ...) instead"
-                )
-            loop = self._ensure_loop()
-        except BaseException:
-            coro.close()
-            raise
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-
-def _serve_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-    asyncio.set_event_loop(loop)
-    loop.call_soon(ready.set)
-    loop.run_forever()
+        return self._bridge.run(coro, self.engine.start)
 
 
 def _scheduled_instant(text: str, timezone: str) -> datetime:
@@ -568,78 +402,3 @@ def _local(instant: datetime, timezone: str) -> datetime:
             f"{instant.isoformat()} is outside the supported range of dates in {timezone}",
             field="scheduled_time",
         ) from None
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _unstorable_values(data: Any, path: str = "") -> list[FieldError]:
-    """Values JSON, UTF-8 or a database cannot carry: NUL characters, lone surrogates, and
-    NaN/Infinity (which Python's JSON parser accepts although they are not JSON)."""
-    where = path or "body"
-    if isinstance(data, str):
-        if "\x00" in data or _LONE_SURROGATE.search(data):
-            return [FieldError(where, "must not contain NUL characters or lone surrogates")]
-        return []
-    if isinstance(data, float) and not math.isfinite(data):
-        return [FieldError(where, "must be a finite number (NaN and Infinity are not JSON)")]
-    if isinstance(data, dict):
-        out: list[FieldError] = []
-        for key, value in data.items():
-            out.extend(_unstorable_values(key, where))
-            out.extend(_unstorable_values(value, f"{path}.{key}" if path else str(key)))
-        return out
-    if isinstance(data, list):
-        return [e for i, item in enumerate(data) for e in _unstorable_values(item, f"{path}[{i}]")]
-    return []
-
-
-def create_modern_job_routes(app: FastAPI, api: ModernJobAPI | None = None) -> ModernJobAPI:
-    """
-    Create modern job execution routes
-
-    Mounts the v2 routes, ``/health`` and ``/ready`` and the problem-details error handling
-    on ``app``; the engine starts and stops with the app's lifespan.
-
-    Args:
-        app: FastAPI application instance
-        api: the service to use (default: ``ModernJobAPI()``, built from the environment)
-
-    Returns:
-        ModernJobAPI instance for direct access
-    """
-    from app.api.deps import load_api_keys, load_settings
-    from app.api.routes import include_routes
-    from app.api.security import OPEN_MODE_WARNING, install_security
-
-    settings = load_settings()
-    if api is None:
-        api = ModernJobAPI(settings=settings)
-    keys = load_api_keys(settings)
-    if not keys:
-        log.warning(OPEN_MODE_WARNING)
-    install_security(app, keys, rate_limit_per_minute=settings.rate_limit_per_minute)
-    install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
-    include_routes(app)
-    install_openapi(app)
-    app.state.job_api = api
-    _run_with_lifespan(app, api)
-    return api
-
-
-def _run_with_lifespan(app: FastAPI, api: ModernJobAPI) -> None:
-    """Start ``api`` when ``app`` starts and stop it when ``app`` stops."""
-    inner: Callable[[Any], contextlib.AbstractAsyncContextManager[Any]] = (
-        app.router.lifespan_context
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app_: Any) -> AsyncIterator[Any]:
-        async with inner(app_) as state:
-            await api.start()
-            try:
-                yield state
-            finally:
-                await api.stop()
-
-    app.router.lifespan_context = lifespan

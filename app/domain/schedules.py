@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from app.domain.errors import ConfigurationError, FieldError
-from app.domain.timeutil import get_zone, parse_iso
+from app.domain.timeutil import gap_end, get_zone, parse_iso
 
 # Wide enough for every DST shift in the tz database (at most 2 h; Lord Howe's is 30 min).
 _SHIFT_WINDOW = timedelta(hours=3)
@@ -82,21 +82,6 @@ def local_instants(naive: datetime, zone: ZoneInfo) -> tuple[list[datetime], boo
     if a == b:
         return [a], False
     return sorted({a, b}), False
-
-
-def gap_end(naive: datetime, zone: ZoneInfo) -> datetime:
-    """Instant at which the gap containing ``naive`` ends (the transition instant)."""
-    off_before = naive.replace(tzinfo=zone, fold=0).utcoffset() or timedelta(0)
-    off_after = naive.replace(tzinfo=zone, fold=1).utcoffset() or timedelta(0)
-    as_utc = naive.replace(tzinfo=UTC)
-    lo, hi = as_utc - max(off_before, off_after), as_utc - min(off_before, off_after)
-    while hi - lo > timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        if mid.astimezone(zone).utcoffset() == off_before:
-            lo = mid
-        else:
-            hi = mid
-    return hi.replace(microsecond=0)
 
 
 def _window(schedule_start: datetime | None, schedule_end: datetime | None, fire: FireTime) -> bool:

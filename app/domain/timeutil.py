@@ -57,22 +57,28 @@ def resolve_local(naive: datetime, tz_name: str) -> datetime:
     return first.astimezone(UTC)
 
 
-def _gap_bounds(naive: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """Local wall-clock start and end of the DST gap that contains ``naive``."""
+def gap_end(naive: datetime, zone: ZoneInfo) -> datetime:
+    """The UTC instant at which the DST gap containing wall-clock ``naive`` ends (the
+    transition instant): the one DST-gap function of the code base."""
     off_before = naive.replace(tzinfo=zone, fold=0).utcoffset() or timedelta(0)
     off_after = naive.replace(tzinfo=zone, fold=1).utcoffset() or timedelta(0)
-    naive_utc = naive.replace(tzinfo=UTC)
-    lo, hi = naive_utc - off_after, naive_utc - off_before  # the transition lies between
+    as_utc = naive.replace(tzinfo=UTC)
+    lo, hi = as_utc - max(off_before, off_after), as_utc - min(off_before, off_after)
     while hi - lo > timedelta(seconds=1):
         mid = lo + (hi - lo) / 2
         if mid.astimezone(zone).utcoffset() == off_before:
             lo = mid
         else:
             hi = mid
-    transition = hi.replace(microsecond=0)
-    return (transition + off_before).replace(tzinfo=None), (transition + off_after).replace(
-        tzinfo=None
-    )
+    return hi.replace(microsecond=0)
+
+
+def _gap_bounds(naive: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """Local wall-clock start and end of the DST gap that contains ``naive``."""
+    transition = gap_end(naive, zone)
+    before = naive.replace(tzinfo=zone, fold=0).utcoffset() or timedelta(0)
+    after = naive.replace(tzinfo=zone, fold=1).utcoffset() or timedelta(0)
+    return (transition + before).replace(tzinfo=None), (transition + after).replace(tzinfo=None)
 
 
 def to_local(instant: datetime, tz_name: str) -> datetime:

@@ -66,14 +66,23 @@ class JobService:
         return stored
 
     async def patch(
-        self, job_id: str, changes: dict[str, Any], *, expected_version: int | None
+        self,
+        job_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int | None,
+        build: Callable[[dict[str, Any]], JobDefinition] = JobDefinition.from_dict,
     ) -> StoredJob:
+        """Change the fields in ``changes``; ``build`` turns the merged definition into the
+        job to store (the API passes its parser, which checks it against the server)."""
         if "job_id" in changes and changes["job_id"] != job_id:
             raise ConfigurationError([FieldError("job_id", "cannot be changed")])
         current = await self.get(job_id)
         data = current.job.to_dict()
-        data.update({k: v for k, v in changes.items() if k not in ("created_at", "updated_at")})
-        job = JobDefinition.from_dict(data)
+        data.update(changes)
+        for key in ("created_at", "updated_at"):
+            data.pop(key, None)
+        job = build(data)
         return await self.replace(
             job,
             expected_version=expected_version if expected_version is not None else current.version,

@@ -10,34 +10,13 @@ from pydantic import ValidationError
 
 from app.domain.enums import StepStatus
 from app.domain.errors import FieldError
+from app.domain.field_paths import field_errors_from_pydantic
 from app.domain.models import StepExecutionResult
 from app.domain.timeutil import utc_now
 from app.steps.config_base import StepConfigBase, load_schemas
 from app.steps.context import ExecutionContext
 
 DEFAULT_STEP_TIMEOUT = 300
-
-
-def pydantic_field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
-    """Turn a pydantic ValidationError into FieldErrors with dotted/indexed paths."""
-    out: list[FieldError] = []
-    for err in exc.errors(include_url=False, include_input=False):
-        path = prefix
-        for part in err["loc"]:
-            path = (
-                f"{path}[{part}]"
-                if isinstance(part, int)
-                else (f"{path}.{part}" if path else str(part))
-            )
-        message = err["msg"]
-        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-            message = str(err["ctx"]["error"])
-        elif err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] == "missing":
-            message = "is required"
-        out.append(FieldError(path, message))
-    return out
 
 
 class ExecutionStep(ABC):
@@ -78,7 +57,9 @@ class ExecutionStep(ABC):
         try:
             cls.config_model.model_validate(step_config)
         except ValidationError as exc:
-            return pydantic_field_errors(exc, prefix)
+            return field_errors_from_pydantic(
+                exc.errors(include_url=False, include_input=False), prefix, whole=""
+            )
         return cls.extra_checks(step_config, prefix)
 
     @classmethod

@@ -13,24 +13,23 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from app.api.errors import RateLimitedError
-from app.api.security import (
+from app.api.errors import RateLimitedError, install_problem_handling
+from app.api.key_cli import main
+from app.api.keys import (
     SCOPES,
     ApiKey,
-    InsecureBindError,
     KeyRing,
-    RateLimiter,
-    check_bind_address,
     key_digest,
     key_entry,
-    main,
     new_api_key,
     parse_api_keys,
     read_api_keys,
-    route_requirements,
 )
+from app.api.open_mode import InsecureBindError, check_bind_address
+from app.api.rate_limit import RateLimiter
+from app.api.security import AdminKey, ExecutionKey, install_security, route_requirements
 from app.domain.errors import ConfigurationError
 from app.main import create_app
 from tests.api.helpers import (
@@ -493,27 +492,26 @@ async def test_running_a_stored_job_counts_too(http: httpx.AsyncClient) -> None:
     assert "retry-after" in second.headers
 
 
-async def test_a_routes_own_scope_wins_and_run_routes_stay_rate_limited() -> None:
-    """How ``scope_by_method`` treats routes that declare ``require_scope`` themselves."""
-    from fastapi import APIRouter, Security
-
-    from app.api.errors import install_problem_handling
-    from app.api.security import install_security, require_scope, scope_by_method
-
+async def test_each_route_declares_its_scope() -> None:
+    """A route's scope is what it declares: an admin-only GET, a rate-limited run route."""
     router = APIRouter(prefix="/api/v2")
 
-    @router.get("/things", dependencies=[Security(require_scope("admin"))])
-    async def list_things() -> dict[str, str]:
+    @router.get("/things")
+    async def list_things(_: AdminKey) -> dict[str, str]:
         return {}
 
-    @router.post("/things/{thing}/run", dependencies=[Security(require_scope("run"))])
-    async def run_thing(thing: str) -> dict[str, str]:
+    @router.post("/things/{thing}/run")
+    async def run_thing(thing: str, _: ExecutionKey) -> dict[str, str]:
+        return {}
+
+    @router.get("/open")
+    async def open_thing() -> dict[str, str]:
         return {}
 
     application = FastAPI()
     install_security(application, parse_api_keys(ENTRIES), rate_limit_per_minute=1)
     install_problem_handling(application, max_body_bytes=4096)
-    application.include_router(router, dependencies=[Security(scope_by_method)])
+    application.include_router(router)
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         assert_problem(await client.get("/api/v2/things", headers=auth("reader")), 403)
@@ -525,3 +523,4 @@ async def test_a_routes_own_scope_wins_and_run_routes_stay_rate_limited() -> Non
     requirements = route_requirements(application.routes)
     assert requirements[("post", "/api/v2/things/{thing}/run")] == (True, True)
     assert requirements[("get", "/api/v2/things")] == (True, False)
+    assert requirements[("get", "/api/v2/open")] == (False, False)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api.security import key_entry, new_api_key
+from app.api.keys import key_entry, new_api_key
 from app.main import create_app
 from tests.api.helpers import BASE_URL, assert_problem, make_settings, wait_for
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.api.security import key_entry, new_api_key
+from app.api.keys import key_entry, new_api_key
 from tests.e2e.server import LiveServer, live_server
 
 ADMIN_KEY = new_api_key()

@@ -24,7 +24,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app.api.security import key_entry, new_api_key
+from app.api.keys import key_entry, new_api_key
 from tests.e2e.server import ROOT, LiveServer, live_server
 
 MAX_EXAMPLES = 25

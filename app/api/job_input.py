@@ -1,0 +1,174 @@
+"""Job definitions as they enter: parsed, validated and checked against this server.
+
+``JobParser.parse`` validates like the HTTP API (strict types, known step types, limits), then
+the domain rules, then the server's policy (script roots, script length, timeout ceiling);
+every problem is reported in one ``ConfigurationError``. ``check_connection_access`` answers
+403 for connections the API key may not use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.api.errors import PermissionDeniedError, configuration_error, prefixed
+from app.api.schemas import JobCreate
+from app.domain.errors import ConfigurationError, FieldError
+from app.domain.models import JobDefinition
+from app.steps.paths import confine_step_paths
+from app.steps.resources import StepResources
+
+DEFAULT_MAX_STEPS_PER_JOB = 100
+DEFAULT_MAX_SCRIPT_CHARS = 100_000
+DEFAULT_MAX_TIMEOUT_SECONDS = 86_400
+#: Step fields whose length V2_MAX_SCRIPT_CHARS limits.
+SCRIPT_FIELDS = ("query", "script")
+
+JobInput = JobCreate | Mapping[str, Any]
+
+
+@dataclass
+class JobParser:
+    """Turns request data into a JobDefinition this server can run."""
+
+    resources: StepResources
+    default_timeout: int
+    max_steps_per_job: int = DEFAULT_MAX_STEPS_PER_JOB
+    max_script_chars: int = DEFAULT_MAX_SCRIPT_CHARS
+    max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS
+
+    def parse(self, job_data: JobInput, *, prefix: str = "") -> JobDefinition:
+        """A valid JobDefinition, or one ``ConfigurationError`` listing every problem (field
+        paths under ``prefix``, e.g. ``job``)."""
+        try:
+            if isinstance(job_data, JobCreate):
+                model = job_data
+            else:
+                model = JobCreate.model_validate(
+                    dict(job_data) if isinstance(job_data, Mapping) else job_data
+                )
+        except ValidationError as exc:
+            raise configuration_error(exc, prefix) from None
+        data = model.model_dump(mode="json", exclude_unset=True)
+        if data.get("timeout_seconds") is None:
+            data["timeout_seconds"] = self.default_timeout
+        errors = unstorable_values(model.model_dump(exclude_unset=True))
+        if len(model.steps) > self.max_steps_per_job:
+            errors.append(
+                FieldError(
+                    "steps",
+                    f"at most {self.max_steps_per_job} steps per job (got {len(model.steps)})",
+                )
+            )
+        try:
+            if errors:
+                raise ConfigurationError(errors)
+            job = JobDefinition.from_dict(data)
+            job.validate()
+            policy = self.policy_errors(job)
+            if policy:
+                raise ConfigurationError(policy)
+        except ConfigurationError as exc:
+            raise (prefixed(exc, prefix) if prefix else exc) from None
+        return job
+
+    def policy_errors(self, job: JobDefinition) -> list[FieldError]:
+        """The server's limits on a valid job: paths inside V2_SCRIPT_ROOTS, query/script
+        length (V2_MAX_SCRIPT_CHARS), timeouts (V2_MAX_TIMEOUT_SECONDS)."""
+        errors: list[FieldError] = []
+        ceiling = self.max_timeout_seconds
+        if job.timeout_seconds > ceiling:
+            errors.append(
+                FieldError(
+                    "timeout_seconds",
+                    f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
+                )
+            )
+        roots = self.resources.script_roots
+        for i, step in enumerate(job.steps):
+            where = f"steps[{i}]"
+            timeout = step.get("timeout")
+            if isinstance(timeout, int) and timeout > ceiling:
+                errors.append(
+                    FieldError(
+                        f"{where}.timeout",
+                        f"must be at most {ceiling} seconds (the server's V2_MAX_TIMEOUT_SECONDS)",
+                    )
+                )
+            for name in SCRIPT_FIELDS:
+                text = step.get(name)
+                if isinstance(text, str) and len(text) > self.max_script_chars:
+                    errors.append(
+                        FieldError(
+                            f"{where}.{name}",
+                            f"is {len(text)} characters long; the server accepts at most "
+                            f"{self.max_script_chars} (V2_MAX_SCRIPT_CHARS)",
+                        )
+                    )
+            working_directory, script_path = step.get("working_directory"), step.get("script_path")
+            if isinstance(working_directory, str) or isinstance(script_path, str):
+                _, _, problems = confine_step_paths(
+                    working_directory if isinstance(working_directory, str) else None,
+                    script_path if isinstance(script_path, str) else None,
+                    roots,
+                    prefix=where,
+                )
+                errors.extend(FieldError(p.field, p.message) for p in problems)
+        return errors
+
+    def check_connection_access(
+        self, job: JobDefinition, requested_by: str | None, *, prefix: str = ""
+    ) -> None:
+        """``PermissionDeniedError`` (403) naming ``steps[i].connection_name`` for every step
+        on a connection whose ``allowed_keys`` do not list ``requested_by``.
+
+        Checked again when each SQL step runs. Unknown connection names are left to the
+        step (it fails naming the known ones).
+        """
+        registry = self.resources.connections
+        known = set(registry.names())
+        errors: list[FieldError] = []
+        for i, step in enumerate(job.steps):
+            name = step.get("connection_name")
+            if not isinstance(name, str) or name not in known:
+                continue
+            config = registry.config(name)
+            if not config.allows(requested_by):
+                field = f"steps[{i}].connection_name"
+                errors.append(
+                    FieldError(
+                        f"{prefix}.{field}" if prefix else field,
+                        config.access_denied_message(requested_by),
+                    )
+                )
+        if errors:
+            raise PermissionDeniedError("; ".join(map(str, errors)), errors)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable_values(data: Any, path: str = "") -> list[FieldError]:
+    """Values JSON, UTF-8 or a database cannot carry: NUL characters, lone surrogates, and
+    NaN/Infinity (which Python's JSON parser accepts although they are not JSON)."""
+    where = path or "body"
+    if isinstance(data, str):
+        if "\x00" in data or _LONE_SURROGATE.search(data):
+            return [FieldError(where, "must not contain NUL characters or lone surrogates")]
+        return []
+    if isinstance(data, float) and not math.isfinite(data):
+        return [FieldError(where, "must be a finite number (NaN and Infinity are not JSON)")]
+    if isinstance(data, dict):
+        out: list[FieldError] = []
+        for key, value in data.items():
+            out.extend(unstorable_values(key, where))
+            out.extend(unstorable_values(value, f"{path}.{key}" if path else str(key)))
+        return out
+    if isinstance(data, list):
+        return [e for i, item in enumerate(data) for e in unstorable_values(item, f"{path}[{i}]")]
+    return []

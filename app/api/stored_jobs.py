@@ -1,0 +1,138 @@
+"""StoredJobService: stored job definitions as the routes use them.
+
+It checks each definition as it enters (``JobParser``, the key's connection access), lets
+``app.engine.jobs.JobService`` store and schedule it, and answers response models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.api.job_input import JobInput, JobParser
+from app.api.jobs_schemas import (
+    FireTimeRead,
+    JobPageRead,
+    JobPatch,
+    JobRead,
+    NextRunsRead,
+    SchedulePreviewCreate,
+)
+from app.api.responses import StatusUrl, execution_read
+from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate
+from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
+from app.domain.jobs import JobQuery, StoredJob
+from app.domain.models import JobDefinition
+from app.domain.timeutil import parse_iso
+from app.engine.engine import NewExecutionEngine
+from app.engine.jobs import JobService
+
+
+class StoredJobService:
+    """Create, read, change, delete, run and preview stored jobs."""
+
+    def __init__(self, engine: NewExecutionEngine, parser: JobParser) -> None:
+        self._engine = engine
+        self._parser = parser
+
+    @property
+    def _jobs(self) -> JobService:
+        if self._engine.jobs is None:
+            raise EngineNotRunningError("this store keeps no job definitions")
+        return self._engine.jobs
+
+    def _admit(self, job_data: JobInput, requested_by: str | None) -> JobDefinition:
+        job = self._parser.parse(job_data)
+        self._parser.check_connection_access(job, requested_by)
+        return job
+
+    async def _read(self, stored: StoredJob) -> JobRead:
+        return JobRead.of(stored, await self._jobs.last_execution(stored.job_id))
+
+    async def create(self, job: JobCreate, *, requested_by: str | None) -> JobRead:
+        return await self._read(await self._jobs.create(self._admit(job, requested_by)))
+
+    async def get(self, job_id: str) -> JobRead:
+        return await self._read(await self._jobs.get(job_id))
+
+    async def list_jobs(self, query: JobQuery) -> JobPageRead:
+        page = await self._jobs.list_jobs(query)
+        last = await self._jobs.last_executions([s.job_id for s in page.items])
+        items = [JobRead.of(s, last.get(s.job_id)) for s in page.items]
+        return JobPageRead(items=items, next_cursor=page.next_cursor)
+
+    async def replace(
+        self,
+        job_id: str,
+        job: JobCreate,
+        *,
+        requested_by: str | None,
+        expected_version: int | None,
+    ) -> JobRead:
+        if job.job_id != job_id:
+            raise ConfigurationError([FieldError("job_id", "must match the job_id in the path")])
+        definition = self._admit(job, requested_by)
+        return await self._read(
+            await self._jobs.replace(definition, expected_version=expected_version)
+        )
+
+    async def patch(
+        self,
+        job_id: str,
+        changes: JobPatch,
+        *,
+        requested_by: str | None,
+        expected_version: int | None,
+    ) -> JobRead:
+        stored = await self._jobs.patch(
+            job_id,
+            changes.model_dump(mode="json", exclude_unset=True),
+            expected_version=expected_version,
+            build=lambda data: self._admit(data, requested_by),
+        )
+        return await self._read(stored)
+
+    async def set_enabled(
+        self, job_id: str, enabled: bool, *, expected_version: int | None
+    ) -> JobRead:
+        stored = await self._jobs.set_enabled(job_id, enabled, expected_version=expected_version)
+        return await self._read(stored)
+
+    async def delete(self, job_id: str, *, expected_version: int | None) -> None:
+        await self._jobs.delete(job_id, expected_version=expected_version)
+
+    async def run(
+        self, job_id: str, *, requested_by: str | None, wait: bool, status_url: StatusUrl
+    ) -> ExecutionRead | ExecutionAcceptedRead:
+        """Run the stored job now: its result, or (``wait=False``) the started execution."""
+        self._parser.check_connection_access((await self._jobs.get(job_id)).job, requested_by)
+        execution = await self._jobs.run_now(job_id, requested_by=requested_by)
+        if not wait:
+            return ExecutionAcceptedRead(
+                execution_id=execution.execution_id,
+                status=execution.result.status,
+                status_url=status_url(execution.execution_id),
+            )
+        result = await self._engine.wait_for(execution.execution_id)
+        assert result is not None
+        return execution_read(result.to_dict())
+
+    async def next_runs(self, job_id: str, count: int) -> NextRunsRead:
+        stored = await self._jobs.get(job_id)
+        fires = await self._jobs.next_runs(job_id, count)
+        return NextRunsRead(
+            job_id=job_id, timezone=stored.job.timezone, runs=[FireTimeRead.of(f) for f in fires]
+        )
+
+    def preview(self, preview: SchedulePreviewCreate) -> NextRunsRead:
+        after: datetime | None = None
+        if preview.after is not None:
+            try:
+                after = parse_iso(preview.after)
+            except ValueError:
+                raise ConfigurationError(
+                    [FieldError("after", "is not an ISO 8601 date-time")]
+                ) from None
+        fires = self._jobs.preview(
+            preview.schedule_config, preview.timezone, after=after, count=preview.count
+        )
+        return NextRunsRead(timezone=preview.timezone, runs=[FireTimeRead.of(f) for f in fires])
