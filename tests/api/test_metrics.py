@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.api.security import key_entry, new_api_key
+from app.api.keys import key_entry, new_api_key
 from app.main import create_app
 from tests.api.helpers import BASE_URL, execution_status, make_settings, shell_job, wait_for
 
