@@ -10,6 +10,7 @@ from typing import Any
 
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import ConfigurationError, FieldError
+from app.domain.flow import DEFAULT_MAX_STEP_RUNS, routing_errors
 from app.domain.schedule_config import validate_schedule_config
 from app.domain.timeutil import is_valid_timezone, iso, parse_iso
 
@@ -67,6 +68,8 @@ class JobDefinition:
     updated_at: datetime | None = None
     retry_delay_seconds: float = 0.0
     retry_exponential_backoff: bool = False
+    #: Step runs allowed in one attempt (a ``goto`` loop that goes on longer fails the job).
+    max_step_runs: int = DEFAULT_MAX_STEP_RUNS
 
     def validate(self) -> bool:
         """Validate job definition completeness and correctness.
@@ -97,6 +100,7 @@ class JobDefinition:
         elif not is_valid_timezone(self.timezone):
             errors.append(FieldError("timezone", f"unknown IANA timezone {self.timezone!r}"))
         errors.extend(self._step_errors())
+        errors.extend(routing_errors(self.steps, self.max_step_runs))
         if not isinstance(self.enabled, bool):
             errors.append(FieldError("enabled", "must be a boolean"))
         if not _is_int(self.max_retries) or self.max_retries < 0:
@@ -226,6 +230,47 @@ class StepExecutionResult:
 
 
 @dataclass
+class AttemptRecord:
+    """One attempt of an execution (the job-level ``max_retries`` re-runs make more):
+    its outcome, the path of step ids it took, and every step run in it, in order (a step
+    retried or run again by a ``goto`` loop appears once per run)."""
+
+    attempt: int
+    status: JobStatus
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error_message: str | None = None
+    path: list[str] = field(default_factory=list)
+    steps: list[StepExecutionResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What is stored with the job row (the steps have rows of their own)."""
+        return {
+            "attempt": self.attempt,
+            "status": self.status.value,
+            "start_time": iso(self.start_time),
+            "end_time": iso(self.end_time),
+            "error_message": self.error_message,
+            "path": list(self.path),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "steps": [s.to_dict() for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptRecord:
+        return cls(
+            attempt=int(data["attempt"]),
+            status=JobStatus(data["status"]),
+            start_time=_parse_dt(data.get("start_time"), "start_time"),
+            end_time=_parse_dt(data.get("end_time"), "end_time"),
+            error_message=data.get("error_message"),
+            path=[str(p) for p in data.get("path") or []],
+            steps=[StepExecutionResult.from_dict(s) for s in data.get("steps") or []],
+        )
+
+
+@dataclass
 class JobExecutionResult:
     """Result of job execution with step details"""
 
@@ -241,6 +286,8 @@ class JobExecutionResult:
     error_message: str | None = None
     retry_count: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Every attempt, oldest first; the fields above are those of the last one.
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -270,6 +317,7 @@ class JobExecutionResult:
             "error_message": self.error_message,
             "retry_count": self.retry_count,
             "metadata": copy.deepcopy(self.metadata),
+            "attempts": [a.to_dict() for a in self.attempts],
         }
 
     @classmethod
@@ -287,6 +335,7 @@ class JobExecutionResult:
             error_message=data.get("error_message"),
             retry_count=int(data.get("retry_count") or 0),
             metadata=dict(data.get("metadata") or {}),
+            attempts=[AttemptRecord.from_dict(a) for a in data.get("attempts") or []],
         )
 
 

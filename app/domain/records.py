@@ -13,7 +13,7 @@ import binascii
 import copy
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,6 +174,9 @@ def storable_job(result: JobExecutionResult) -> JobExecutionResult:
     fields listed in ``metadata['sanitized_fields']``."""
     job = copy.copy(result)
     job.steps = []
+    # Attempt summaries only (steps are stored on their own); copies, as the live result
+    # goes on changing its current attempt.
+    job.attempts = [replace(a, steps=[], path=list(a.path)) for a in result.attempts]
     # A shallow copy: only top-level keys are ever set on it (nested values are not
     # changed once written), and deep copies cost more than the write itself.
     job.metadata = dict(result.metadata)

@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from app.domain.attempts import assemble, step_run
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.jobs import (
     JobExistsError,
@@ -49,7 +50,7 @@ class InMemoryExecutionStore:
         self.max_output_chars = max_output_chars
         self._jobs: dict[str, JobExecutionResult] = {}
         self._created: dict[str, datetime] = {}
-        self._steps: dict[str, dict[tuple[int, str], StepExecutionResult]] = {}
+        self._steps: dict[str, dict[tuple[int, str, int], StepExecutionResult]] = {}
         self._runs: dict[str, ScheduledRun] = {}
         self._fires: set[tuple[str, datetime]] = set()
         self._heap: list[tuple[datetime, str]] = []
@@ -102,7 +103,8 @@ class InMemoryExecutionStore:
         self, execution_id: str, step: StepExecutionResult, attempt: int, *, durable: bool = True
     ) -> None:
         stored = storable_step(step, self.max_output_chars)
-        self._steps.setdefault(execution_id, {})[(attempt, stored.step_id)] = stored
+        key = (attempt, stored.step_id, step_run(stored))
+        self._steps.setdefault(execution_id, {})[key] = stored
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
         job = self._jobs.get(execution_id)
@@ -110,9 +112,7 @@ class InMemoryExecutionStore:
             return None
         result = copy.deepcopy(job)
         steps = self._steps.get(execution_id, {})
-        latest = max((attempt for attempt, _ in steps), default=None)
-        result.steps = [copy.deepcopy(s) for (a, _), s in steps.items() if a == latest]
-        return result
+        return assemble(result, [(a, copy.deepcopy(s)) for (a, _, _), s in steps.items()])
 
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
         check_limit(query.limit)

@@ -1,12 +1,21 @@
 """JobRunner: runs one execution's attempts and steps, records progress in the store.
 
-Semantics (ARCHITECTURE.md, "Execution model"): steps run in order; a failed step stops the
-job (later steps SKIPPED, job FAILED) unless it has ``continue_on_failure`` (the job then ends
-PARTIAL_SUCCESS); the job's ``timeout_seconds`` ends an attempt TIMEOUT and stops the running
-step; ``max_retries`` re-runs a FAILED or TIMEOUT attempt after ``retry_delay_seconds`` (doubled
-each time with ``retry_exponential_backoff``), the job being RETRYING in between. With step
-caching on, a retry resumes at the step that failed: steps that succeeded in an earlier
-attempt of the same execution are not run again (their outputs are reused).
+Semantics (ARCHITECTURE.md, "Execution model", and README "Job flow"): an attempt starts at
+the first step (or the run's ``start_step_id``) and follows each step's routing:
+``on_success`` (default ``next``) and ``on_failure`` (default ``quit_failure``, ``next``
+with ``continue_on_failure``), each ``next``, ``quit_success``, ``quit_failure`` or
+``{"goto": step_id}``. A failed or timed-out step is first run again ``retry_attempts``
+times, ``retry_interval_seconds`` apart; only then does its ``on_failure`` apply. Falling
+off the end after ``next`` ends the attempt SUCCESS, or PARTIAL_SUCCESS when a failure was
+routed on with ``next``; ``quit_success`` ends it SUCCESS even after a failure. Steps never
+reached are SKIPPED. An attempt that runs more than the job's ``max_step_runs`` steps fails
+naming the loop. The job's ``timeout_seconds`` ends an attempt TIMEOUT and stops the running
+step; ``max_retries`` re-runs a FAILED or TIMEOUT attempt after ``retry_delay_seconds``
+(doubled each time with ``retry_exponential_backoff``), the job being RETRYING in between.
+With step caching on, a retry resumes at the step that failed: a step that succeeded in an
+earlier attempt of the same execution is not run again the first time the new attempt
+reaches it (its output is reused). Every attempt, with every step run, is kept in
+``result.attempts``.
 """
 
 from __future__ import annotations
@@ -19,9 +28,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.domain import flow
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import ConfigurationError, StepExecutionError
-from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.models import (
+    AttemptRecord,
+    JobDefinition,
+    JobExecutionResult,
+    StepExecutionResult,
+)
 from app.domain.records import sanitize_fields
 from app.domain.timeutil import utc_now
 from app.engine.events import EventPublishingStore
@@ -53,6 +68,9 @@ class Execution:
     serial: bool = False
     recorded_skips: set[tuple[int, str]] = field(default_factory=set, repr=False)
     release: Callable[[], None] | None = field(default=None, repr=False)
+    #: A manual run's choices: the step to start at, and the logical date of its tokens.
+    start_step_id: str | None = None
+    logical_date: str | None = None
 
     def release_slots(self) -> None:
         """Give back the concurrency slots this execution holds: its work is over and only
@@ -121,6 +139,7 @@ class JobRunner:
         """
         job, result, ctx = execution.job, execution.result, execution.context
         result.start_time = self.clock()
+        self._bind_run_tokens(execution)
         cached: dict[str, StepExecutionResult] = {}
         try:
             for attempt in range(job.max_retries + 1):
@@ -129,8 +148,12 @@ class JobRunner:
                 result.status = JobStatus.RUNNING
                 result.steps = []
                 result.error_message = None
+                record = AttemptRecord(attempt, JobStatus.RUNNING, start_time=self.clock())
+                record.steps = result.steps  # the live list: steps are added as they run
+                result.attempts.append(record)
                 await self._queue_write(self.store.record_job(result, durable=False))
                 await self._run_attempt(execution, attempt, cached)
+                self._close_attempt(execution, result.status, result.error_message)
                 if result.status not in (JobStatus.FAILED, JobStatus.TIMEOUT):
                     break
                 if attempt == job.max_retries:
@@ -149,6 +172,9 @@ class JobRunner:
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
             if not ctx.is_cancelled():
+                self._close_attempt(
+                    execution, JobStatus.CANCELLED, "cancelled: the engine was shut down"
+                )
                 await asyncio.shield(
                     self._finish(
                         execution, JobStatus.CANCELLED, "cancelled: the engine was shut down"
@@ -164,10 +190,28 @@ class JobRunner:
                 if str(config.get("step_id", "")) not in reached:
                     result.add_step_result(_skipped(config, ctx.attempt))
             await self._record_skipped(execution)
+            self._close_attempt(execution, JobStatus.CANCELLED, "cancelled on request")
             await self._finish(execution, JobStatus.CANCELLED, "cancelled on request")
             return result
         await self._finish(execution, result.status, result.error_message)
         return result
+
+    def _bind_run_tokens(self, execution: Execution) -> None:
+        """What ``run.<token>`` and the ``JOBSCHEDULER_*`` variables tell the steps."""
+        ctx, result = execution.context, execution.result
+        ctx.trigger = execution.trigger
+        ctx.scheduled_for = execution.scheduled_for or result.start_time
+        ctx.logical_date = execution.logical_date
+        result.metadata["logical_date"] = ctx.run_tokens()["logical_date"]
+
+    def _close_attempt(self, execution: Execution, status: JobStatus, error: str | None) -> None:
+        attempts = execution.result.attempts
+        if not attempts or attempts[-1].end_time is not None:
+            return
+        record = attempts[-1]
+        record.status = status
+        record.error_message = error
+        record.end_time = self.clock()
 
     async def _queue_write(self, write: Coroutine[Any, Any, None]) -> None:
         """A progress write (RUNNING, RETRYING, a step row) with ``durable=False``: the store
@@ -203,26 +247,53 @@ class JobRunner:
         self, execution: Execution, attempt: int, cached: dict[str, StepExecutionResult]
     ) -> None:
         job, result = execution.job, execution.result
-        pending = list(job.steps)
+        steps = job.steps
+        record = result.attempts[-1]
+        path = record.path
+        result.metadata["path"] = path
+        runs: dict[str, int] = {}  # step_id -> runs of it in this attempt (row key)
+        reuse = dict(cached)  # a cached success is reused the first time the step is reached
         failed_soft = False
+        index: int | None = _start_index(steps, execution.start_step_id)
         try:
             async with asyncio.timeout(job.timeout_seconds):
-                while pending:
-                    config = pending.pop(0)
-                    step_result = await self._run_step(execution, config, attempt, cached)
-                    if step_result.success:
-                        continue
-                    if config.get("continue_on_failure", False):
-                        failed_soft = True
-                        continue
-                    result.status = JobStatus.FAILED
-                    result.error_message = (
-                        f"step {step_result.step_id!r} {step_result.status.value}: "
-                        f"{step_result.error_message or 'no error message'}"
+                while index is not None:
+                    config = steps[index]
+                    step_id = str(config.get("step_id", ""))
+                    if len(path) >= job.max_step_runs:
+                        loop = " -> ".join(repr(s) for s in flow.loop_of(path))
+                        result.status = JobStatus.FAILED
+                        result.error_message = (
+                            f"stopped after max_step_runs={job.max_step_runs} step runs: the "
+                            f"loop {loop} did not end"
+                        )
+                        break
+                    path.append(step_id)
+                    step_result = await self._run_routed_step(
+                        execution, config, attempt, runs, reuse, cached
                     )
-                    break
-                else:
-                    result.status = JobStatus.PARTIAL_SUCCESS if failed_soft else JobStatus.SUCCESS
+                    route = (
+                        flow.on_success(config) if step_result.success else flow.on_failure(config)
+                    )
+                    if not step_result.success and route.action == flow.NEXT:
+                        failed_soft = True
+                    if route.action == flow.QUIT_SUCCESS:
+                        result.status = JobStatus.SUCCESS
+                        break
+                    if route.action == flow.QUIT_FAILURE:
+                        result.status = JobStatus.FAILED
+                        result.error_message = (
+                            f"step {step_id!r} {step_result.status.value}: "
+                            f"{step_result.error_message or 'no error message'}"
+                            if not step_result.success
+                            else f"step {step_id!r} succeeded and routes to quit_failure"
+                        )
+                        break
+                    index = flow.successor(steps, index, route)
+                    if index is None:
+                        result.status = (
+                            JobStatus.PARTIAL_SUCCESS if failed_soft else JobStatus.SUCCESS
+                        )
         except TimeoutError:
             # The job's own deadline: the running step was stopped by the cancellation.
             result.status = JobStatus.TIMEOUT
@@ -230,24 +301,59 @@ class JobRunner:
             await self._close_open_steps(execution, StepStatus.TIMEOUT, result.error_message)
         finally:
             # Steps never reached are SKIPPED (also after a cancel; recorded by the caller then).
-            for config in pending:
-                result.add_step_result(_skipped(config, attempt))
+            reached = set(path)
+            for config in steps:
+                if str(config.get("step_id", "")) not in reached:
+                    result.add_step_result(_skipped(config, attempt))
             execution.current_step = None
         await self._record_skipped(execution)
+
+    async def _run_routed_step(
+        self,
+        execution: Execution,
+        config: dict[str, Any],
+        attempt: int,
+        runs: dict[str, int],
+        reuse: dict[str, StepExecutionResult],
+        cached: dict[str, StepExecutionResult],
+    ) -> StepExecutionResult:
+        """One visit of a step: its run and its own retries (``retry_attempts``, a timeout
+        counting as a failure), each recorded as a step run of its own."""
+        step_id = str(config.get("step_id", ""))
+        retries = _int_field(config, "retry_attempts")
+        interval = _float_field(config, "retry_interval_seconds")
+        step_result: StepExecutionResult | None = None
+        for step_attempt in range(retries + 1):
+            if step_attempt:
+                await asyncio.sleep(interval)
+            run = runs.get(step_id, 0)
+            runs[step_id] = run + 1
+            step_result = await self._run_step(
+                execution, config, attempt, reuse, cached, run=run, step_attempt=step_attempt
+            )
+            if step_result.success:
+                break
+        assert step_result is not None
+        return step_result
 
     async def _run_step(
         self,
         execution: Execution,
         config: dict[str, Any],
         attempt: int,
+        reuse: dict[str, StepExecutionResult],
         cached: dict[str, StepExecutionResult],
+        *,
+        run: int,
+        step_attempt: int,
     ) -> StepExecutionResult:
         result = execution.result
         step_id = str(config.get("step_id", ""))
-        previous = cached.get(step_id) if self.enable_step_caching else None
+        previous = reuse.pop(step_id, None) if self.enable_step_caching else None
+        numbers = {"attempt": attempt, "run": run, "step_attempt": step_attempt}
         if previous is not None:
             reused = dataclasses.replace(
-                previous, metadata={**previous.metadata, "cached": True, "attempt": attempt}
+                previous, metadata={**previous.metadata, "cached": True, **numbers}
             )
             result.add_step_result(reused)
             await self._queue_write(
@@ -260,7 +366,7 @@ class JobRunner:
             step_type=str(config.get("type", "")),
             status=StepStatus.RUNNING,
             start_time=self.clock(),
-            metadata={"attempt": attempt},
+            metadata=dict(numbers),
         )
         result.add_step_result(running)
         execution.current_step = step_id
@@ -371,3 +477,25 @@ def _skipped(config: dict[str, Any], attempt: int) -> StepExecutionResult:
         status=StepStatus.SKIPPED,
         metadata={"attempt": attempt},
     )
+
+
+def _start_index(steps: list[dict[str, Any]], start_step_id: str | None) -> int | None:
+    if not steps:
+        return None
+    if start_step_id is None:
+        return 0
+    for index, config in enumerate(steps):
+        if config.get("step_id") == start_step_id:
+            return index
+    raise ConfigurationError(f"start_step_id {start_step_id!r} is not a step of the job")
+
+
+def _int_field(config: dict[str, Any], name: str) -> int:
+    value = config.get(name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _float_field(config: dict[str, Any], name: str) -> float:
+    value = config.get(name, 0)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else 0.0

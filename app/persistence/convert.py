@@ -6,9 +6,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+from app.domain.attempts import assemble, step_run
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.jobs import StoredJob
-from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.models import (
+    AttemptRecord,
+    JobDefinition,
+    JobExecutionResult,
+    StepExecutionResult,
+)
 from app.domain.records import ScheduledRun, clean_text
 from app.persistence.models import (
     JobDefinitionV2,
@@ -34,6 +40,22 @@ def load_json_object(text: str | None) -> dict[str, Any]:
 def job_from_row(
     row: JobExecutionV2, steps: list[StepExecutionV2] | None = None
 ) -> JobExecutionResult:
+    """The execution of ``row`` with its attempts; ``steps`` are step rows of any of its
+    attempts (the last attempt's become ``steps``)."""
+    result = _job_only(row)
+    result.attempts = [AttemptRecord.from_dict(a) for a in _load_list(row.attempts_json)]
+    ordered = sorted(steps or [], key=lambda s: (s.attempt, s.start_order))
+    return assemble(result, [(s.attempt, step_from_row(s)) for s in ordered])
+
+
+def _load_list(text: str | None) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    value = json.loads(text)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _job_only(row: JobExecutionV2) -> JobExecutionResult:
     return JobExecutionResult(
         execution_id=row.execution_id,
         job_id=row.job_id,
@@ -43,7 +65,6 @@ def job_from_row(
         start_time=row.start_time,
         end_time=row.end_time,
         duration_seconds=row.duration_seconds,
-        steps=[step_from_row(s) for s in steps or []],
         error_message=row.error_message,
         retry_count=row.retry_count,
         metadata=load_json_object(row.metadata_json),
@@ -131,6 +152,9 @@ def job_values(result: JobExecutionResult) -> dict[str, Any]:
         "error_message": result.error_message,
         "retry_count": int(result.retry_count or 0),
         "metadata_json": dump_json(result.metadata),
+        "attempts_json": dump_json([a.summary() for a in result.attempts])
+        if result.attempts
+        else None,
     }
 
 
@@ -147,4 +171,5 @@ def step_values(step: StepExecutionResult) -> dict[str, Any]:
         "output_text": step.output,
         "error_message": step.error_message,
         "metadata_json": dump_json(step.metadata),
+        "run": step_run(step),
     }

@@ -58,8 +58,8 @@ class JobExecutionV2(Base):
 
     Beyond the spec: ``trigger`` (how it came to be), ``scheduled_for``, ``requested_by``,
     ``job_definition_json`` (``JobDefinition.to_dict()``, to run or retry it later),
-    ``attempt`` (claim attempt of its scheduled run), ``owner`` (the process running it) and
-    ``updated_at``.
+    ``attempt`` (claim attempt of its scheduled run), ``owner`` (the process running it),
+    ``updated_at`` and ``attempts_json`` (summaries of the execution's attempts).
     """
 
     __tablename__ = "job_executions_v2"
@@ -84,6 +84,8 @@ class JobExecutionV2(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     owner: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(default=_utc_now, onupdate=_utc_now)
+    # -- added for attempt history (revision "flow") ----------------------------------------
+    attempts_json: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # Listing is newest first with a (created_at, execution_id) keyset cursor.
@@ -95,9 +97,10 @@ class JobExecutionV2(Base):
 class StepExecutionV2(Base):
     """Step execution record for V2 system.
 
-    Beyond the spec: ``attempt`` (the job attempt the step ran in; one row per
-    (execution_id, attempt, step_id)), ``start_order`` (order of first record within the
-    attempt) and ``updated_at``.
+    Beyond the spec: ``attempt`` (the job attempt the step ran in), ``run`` (which run of
+    the step within the attempt: a step retry or a goto loop runs it again; one row per
+    (execution_id, attempt, step_id, run)), ``start_order`` (order of first record within
+    the attempt) and ``updated_at``.
     """
 
     __tablename__ = "step_executions_v2"
@@ -121,8 +124,10 @@ class StepExecutionV2(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     start_order: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=_utc_now, onupdate=_utc_now)
+    # -- added for step retries and loops (revision "flow") ---------------------------------
+    run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    __table_args__ = (UniqueConstraint("execution_id", "attempt", "step_id"),)
+    __table_args__ = (UniqueConstraint("execution_id", "attempt", "step_id", "run"),)
 
 
 class ScheduledRunV2(Base):

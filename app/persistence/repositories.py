@@ -46,8 +46,9 @@ TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_terminal)
 IN_FLIGHT_STATUSES = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
 
 
-def step_execution_id(execution_id: str, attempt: int, step_id: str) -> str:
-    return str(uuid.uuid5(_STEP_NAMESPACE, f"{execution_id}/{attempt}/{step_id}"))
+def step_execution_id(execution_id: str, attempt: int, step_id: str, run: int = 0) -> str:
+    key = f"{execution_id}/{attempt}/{step_id}" + (f"/{run}" if run else "")
+    return str(uuid.uuid5(_STEP_NAMESPACE, key))
 
 
 # Upserts are built once per (dialect, kind, bound columns) and executed with parameters:
@@ -101,9 +102,9 @@ def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) 
         base = insert_(table).values(
             {**{c: bindparam(c, type_=table.c[c].type) for c in columns}, "start_order": next_order}
         )
-        keep = ("step_id", "step_execution_id", "execution_id", "attempt", "created_at")
+        keep = ("step_id", "step_execution_id", "execution_id", "attempt", "run", "created_at")
         stmt = base.on_conflict_do_update(
-            index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id],
+            index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id, table.c.run],
             set_={c: base.excluded[c] for c in columns if c not in keep},
         )
     else:
@@ -128,7 +129,9 @@ def step_params(execution_id: str, attempt: int, values: dict[str, Any]) -> dict
     now = utc_now()
     return {
         **values,
-        "step_execution_id": step_execution_id(execution_id, attempt, values["step_id"]),
+        "step_execution_id": step_execution_id(
+            execution_id, attempt, values["step_id"], values.get("run", 0)
+        ),
         "execution_id": execution_id,
         "attempt": attempt,
         "created_at": now,
@@ -251,6 +254,21 @@ class ExecutionRepository(_Repository):
                 and_(step.execution_id == latest.c.execution_id, step.attempt == latest.c.attempt),
             )
             .order_by(step.execution_id, step.start_order, step.created_at, step.step_id)
+        )
+        for row in await self.session.scalars(stmt):
+            out[row.execution_id].append(row)
+        return out
+
+    async def all_steps(self, execution_ids: Sequence[str]) -> dict[str, list[StepExecutionV2]]:
+        """Steps of every attempt of each execution, by attempt and start order."""
+        out: dict[str, list[StepExecutionV2]] = {eid: [] for eid in execution_ids}
+        if not execution_ids:
+            return out
+        step = StepExecutionV2
+        stmt = (
+            select(step)
+            .where(step.execution_id.in_(execution_ids))
+            .order_by(step.execution_id, step.attempt, step.start_order, step.created_at)
         )
         for row in await self.session.scalars(stmt):
             out[row.execution_id].append(row)

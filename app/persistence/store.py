@@ -263,20 +263,21 @@ class SqlExecutionStore(SqlJobStoreMixin):
     async def record_step(
         self, execution_id: str, step: StepExecutionResult, attempt: int, *, durable: bool = True
     ) -> None:
-        """Write one step row keyed by (execution_id, attempt, step_id). ``durable`` as in
+        """Write one step row keyed by (execution_id, attempt, step_id, run). ``durable`` as in
         ``record_pending``."""
         values = step_values(storable_step(step, self.max_output_chars))
-        key = ("step", execution_id, str(attempt), values["step_id"])
+        key = ("step", execution_id, str(attempt), values["step_id"], str(values["run"]))
         await self._submit(key, "step", step_params(execution_id, attempt, values), durable)
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
-        """The execution with the steps of its latest attempt (in start order), or None."""
+        """The execution with its attempts and the steps of its latest attempt (in start
+        order) as ``steps``, or None."""
         async with self._read() as session:
             repo = ExecutionRepository(session)
             row = await repo.get(execution_id)
             if row is None:
                 return None
-            steps = await repo.latest_steps([execution_id])
+            steps = await repo.all_steps([execution_id])
             return job_from_row(row, steps[execution_id])
 
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPage:
@@ -295,7 +296,7 @@ class SqlExecutionStore(SqlJobStoreMixin):
                 limit=query.limit + 1,
             )
             page = rows[: query.limit]
-            steps = await repo.latest_steps([r.execution_id for r in page])
+            steps = await repo.all_steps([r.execution_id for r in page])
         items = [job_from_row(r, steps[r.execution_id]) for r in page]
         more = len(rows) > query.limit
         cursor = encode_cursor(page[-1].created_at, page[-1].execution_id) if more else None

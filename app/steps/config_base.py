@@ -22,13 +22,31 @@ from pydantic_core import CoreSchema
 @cache
 def load_schemas() -> dict[str, dict[str, Any]]:
     """Step type -> its JSON schema, read from the package's ``schemas`` folder."""
-    out: dict[str, dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
     folder = resources.files("app.steps").joinpath("schemas")
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json"):
-            schema = json.loads(entry.read_text(encoding="utf-8"))
-            out[schema["properties"]["type"]["const"]] = schema
+            files[entry.name] = json.loads(entry.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, Any]] = {}
+    for schema in files.values():
+        step_type = schema.get("properties", {}).get("type", {}).get("const")
+        if step_type is not None:  # not a part shared by the step types (goto.json)
+            out[step_type] = _inline_refs(schema, files)
     return out
+
+
+def _inline_refs(value: Any, files: dict[str, dict[str, Any]]) -> Any:
+    """``value`` with each ``{"$ref": "<file>.json"}`` replaced by that file's schema, so a
+    step type's schema stands alone."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref in files:
+            part = {k: v for k, v in files[ref].items() if k not in ("$schema", "$id")}
+            return _inline_refs(part, files)
+        return {k: _inline_refs(v, files) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline_refs(v, files) for v in value]
+    return value
 
 
 def _any_of_for_title(title: str) -> list[list[str]]:

@@ -5,17 +5,38 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.errors import StepExecutionError
 from app.domain.models import JobDefinition
+from app.domain.timeutil import to_local, utc_now
 from app.steps.resources import StepResources
 
 REFERENCE_KEY = "$from"
 _TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_\-:]*)|\[(-?\d+)\]")
 _MISSING = object()
+
+#: Names of the run tokens, ``{"$from": "run.<name>"}``.
+RUN_TOKENS = (
+    "execution_id",
+    "job_id",
+    "scheduled_for",
+    "scheduled_for_local",
+    "logical_date",
+    "attempt",
+    "trigger",
+    "requested_by",
+)
+#: Run tokens a shell or PowerShell step also gets as environment variables.
+RUN_ENVIRONMENT = {
+    "JOBSCHEDULER_EXECUTION_ID": "execution_id",
+    "JOBSCHEDULER_JOB_ID": "job_id",
+    "JOBSCHEDULER_SCHEDULED_FOR": "scheduled_for",
+    "JOBSCHEDULER_LOGICAL_DATE": "logical_date",
+}
 
 
 class ParameterReferenceError(LookupError):
@@ -25,8 +46,8 @@ class ParameterReferenceError(LookupError):
 def parse_reference(path: str) -> list[str | int]:
     """Split ``steps.count_rows.rows[0].n`` into ``["steps", "count_rows", "rows", 0, "n"]``.
 
-    Grammar: ``root ( "." name | "[" int "]" )*`` with ``root`` one of ``steps`` or ``job``.
-    No expressions are evaluated.
+    Grammar: ``root ( "." name | "[" int "]" )*`` with ``root`` one of ``steps``, ``job`` or
+    ``run`` (``run.<token>``, one of ``RUN_TOKENS``). No expressions are evaluated.
     """
     if not isinstance(path, str) or not path:
         raise ParameterReferenceError("reference must be a non-empty string")
@@ -39,9 +60,14 @@ def parse_reference(path: str) -> list[str | int]:
         name, index = match.groups()
         tokens.append(name if name is not None else int(index))
         pos = match.end()
-    if tokens[0] not in ("steps", "job") or len(tokens) < 2:
+    if tokens[0] not in ("steps", "job", "run") or len(tokens) < 2:
         raise ParameterReferenceError(
-            f"reference {path!r} must start with 'steps.<step_id>' or 'job.<field>'"
+            f"reference {path!r} must start with 'steps.<step_id>', 'job.<field>' or 'run.<token>'"
+        )
+    if tokens[0] == "run" and (len(tokens) != 2 or tokens[1] not in RUN_TOKENS):
+        raise ParameterReferenceError(
+            f"reference {path!r}: run tokens are run.<name> with name one of "
+            + ", ".join(RUN_TOKENS)
         )
     return tokens
 
@@ -72,6 +98,10 @@ class ExecutionContext:
         self.resources = resources or StepResources()
         self.requested_by = requested_by
         self.attempt = 0
+        # What the run tokens tell (set by the engine's runner when the execution starts).
+        self.trigger: str | None = None
+        self.scheduled_for: datetime | None = None
+        self.logical_date: str | None = None
         self._outputs: dict[str, Any] = {}
         self._metadata: dict[str, Any] = {}
         self._cancelled = asyncio.Event()
@@ -112,6 +142,32 @@ class ExecutionContext:
     async def wait_cancelled(self) -> None:
         await self._cancelled.wait()
 
+    # -- run tokens -------------------------------------------------------------------------
+    def run_tokens(self) -> dict[str, Any]:
+        """The values of ``run.<name>``: ids, dates and times as strings, attempt an int.
+
+        ``scheduled_for`` is the time the run was due (for an ad-hoc run, when it was asked
+        for), in UTC; ``scheduled_for_local`` the same instant in the job's timezone with its
+        offset; ``logical_date`` the date of that instant there unless the run was given one.
+        """
+        when = self.scheduled_for or utc_now()
+        local = to_local(when, self.job.timezone)
+        return {
+            "execution_id": self.execution_id,
+            "job_id": self.job.job_id,
+            "scheduled_for": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "scheduled_for_local": local.isoformat(),
+            "logical_date": self.logical_date or local.date().isoformat(),
+            "attempt": self.attempt,
+            "trigger": self.trigger,
+            "requested_by": self.requested_by,
+        }
+
+    def run_environment(self) -> dict[str, str]:
+        """``JOBSCHEDULER_*`` environment variables of a process step (``RUN_ENVIRONMENT``)."""
+        tokens = self.run_tokens()
+        return {name: str(tokens[token]) for name, token in RUN_ENVIRONMENT.items()}
+
     # -- references -------------------------------------------------------------------------
     def resolve_reference(self, path: str) -> Any:
         """Value at ``path`` (see ``parse_reference``); raises ``ParameterReferenceError``."""
@@ -124,6 +180,8 @@ class ExecutionContext:
                     "failed, or does not exist)"
                 )
             value: Any = self._outputs[first]
+        elif root == "run":
+            return self.run_tokens()[first]
         else:
             job = self.job.to_dict()
             if first not in job:

@@ -177,7 +177,8 @@ class PowerShellStep(ExecutionStep):
     removed afterwards) or ``script_path`` (relative paths are taken from
     ``working_directory``) with the parameters splatted as literal values. Parameter names
     are letters, digits and underscores. The process environment is PATH, HOME and LANG from
-    the server plus the wrapper's two variables: nothing else of the server's environment.
+    the server, the run's ``JOBSCHEDULER_*`` variables and the wrapper's two variables:
+    nothing else of the server's environment.
 
     Succeeds iff the exit code is 0. Output is stdout; the step output for later steps is
     ``{"stdout", "stderr", "exit_code"}``. Timeout and cancel stop the whole process group.
@@ -275,7 +276,7 @@ class PowerShellStep(ExecutionStep):
                 execution_policy=str(
                     self.step_config.get("execution_policy") or DEFAULT_EXECUTION_POLICY
                 ),
-                base_env=minimal_environment(),
+                base_env={**minimal_environment(), **self.context.run_environment()},
             )
             return await run_process(
                 argv,

@@ -67,8 +67,9 @@ class ShellStep(ExecutionStep):
     ``working_directory``, the directory the script runs in.
 
     The script's environment is PATH, HOME and LANG from the server plus the parameters (see
-    ``parameter_environment``); nothing else of the server's environment is passed on, since
-    it may hold secrets. A parameter may override PATH, HOME or LANG.
+    ``parameter_environment``) and the run's ``JOBSCHEDULER_*`` variables (execution id, job
+    id, scheduled time, logical date); nothing else of the server's environment is passed
+    on, since it may hold secrets. A parameter may override PATH, HOME or LANG.
 
     Succeeds iff the exit code is 0. Output is stdout; the step output for later steps is
     ``{"stdout", "stderr", "exit_code"}``. Timeout and cancel stop the script's whole process
@@ -94,6 +95,7 @@ class ShellStep(ExecutionStep):
         try:
             env = minimal_environment()
             env.update(parameter_environment(self.resolved_parameters()))
+            env.update(self.context.run_environment())
             roots = self.context.resources.script_roots
             cwd = check_working_directory(self.step_config.get("working_directory"), roots)
             script_path = self.step_config.get("script_path")

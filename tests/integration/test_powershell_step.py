@@ -22,6 +22,7 @@ from app.domain.enums import StepStatus
 from app.domain.errors import StepExecutionError
 from app.domain.models import JobDefinition, StepExecutionResult
 from app.steps import ExecutionContext, ExecutionStep, PowerShellStep, StepFactory, StepResources
+from app.steps.context import RUN_ENVIRONMENT
 from app.steps.powershell import PARAMS_ENV, POWERSHELL_WRAPPER, SCRIPT_ENV
 from tests.support.processes import running
 from tests.support.pwsh import install_fake_pwsh
@@ -236,7 +237,9 @@ async def test_server_environment_is_not_passed_on(
         "POWERSHELL_UPDATECHECK",
         SCRIPT_ENV,
         PARAMS_ENV,
+        *RUN_ENVIRONMENT,  # the run tokens (JOBSCHEDULER_EXECUTION_ID, ...)
     }
+    assert env["JOBSCHEDULER_EXECUTION_ID"] == "exec-1"
 
 
 async def test_from_reference_reaches_the_script(fake: FakePwsh) -> None:

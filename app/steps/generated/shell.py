@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from app.steps.config_base import StepConfigBase
+from . import goto
 
 
 class ShellStepConfig(StepConfigBase):
@@ -46,6 +47,32 @@ class ShellStepConfig(StepConfigBase):
             ge=1,
         ),
     ] = 300
+    on_success: Annotated[
+        Literal["next", "quit_success", "quit_failure"] | goto.GotoStep,
+        Field(
+            description='Where the job goes when this step succeeds: "next" (the following step; after the last one the job ends), "quit_success", "quit_failure" or {"goto": "<step_id>"}.',
+            validate_default=True,
+        ),
+    ] = "next"
+    on_failure: Annotated[
+        Literal["next", "quit_success", "quit_failure"] | goto.GotoStep,
+        Field(
+            description='Where the job goes when this step fails or times out (after its retries): "next", "quit_success" (the job ends success, as SQL Server Agent does), "quit_failure" or {"goto": "<step_id>"}. Default quit_failure; continue_on_failure: true means "next".',
+            validate_default=True,
+        ),
+    ] = "quit_failure"
+    retry_attempts: Annotated[
+        int,
+        Field(
+            description="Times a failed or timed-out run of this step is run again before its on_failure route applies.",
+            ge=0,
+            le=100,
+        ),
+    ] = 0
+    retry_interval_seconds: Annotated[
+        float,
+        Field(description="Seconds to wait before each step retry.", ge=0.0, le=3600.0),
+    ] = 0
     script: Annotated[
         str | None,
         Field(
