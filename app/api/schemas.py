@@ -119,9 +119,10 @@ class JobCreate(BaseModel):
     )
     steps: list[StepCreate] = Field(
         min_length=1,
-        description="Steps run in order. A failed step stops the job (later steps skipped) "
-        "unless it sets continue_on_failure. The server limits the number of steps per job "
-        "(V2_MAX_STEPS_PER_JOB).",
+        description="Steps run in order, as each one's on_success / on_failure routes them "
+        "(next, quit_success, quit_failure or a goto). By default a failed step stops the job "
+        "(steps not reached are skipped) unless it sets continue_on_failure. The server limits "
+        "the number of steps per job (V2_MAX_STEPS_PER_JOB).",
     )
     enabled: bool = Field(True, description="A disabled job cannot be scheduled.")
     max_retries: int = Field(
@@ -132,6 +133,13 @@ class JobCreate(BaseModel):
         ge=1,
         description="Timeout of one attempt in seconds; absent: the server default "
         "(V2_DEFAULT_TIMEOUT).",
+    )
+    max_step_runs: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Step runs allowed in one attempt: a goto loop that runs longer fails the "
+        "job with a message naming the loop.",
     )
     retry_delay_seconds: float = Field(0.0, ge=0, le=3600, description="Wait before a retry.")
     retry_exponential_backoff: bool = Field(
@@ -192,6 +200,24 @@ class StepExecutionRead(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class AttemptRead(BaseModel):
+    """One attempt of an execution (max_retries makes more), with every step run in it."""
+
+    attempt: int = Field(description="0 for the first attempt.")
+    status: JobStatus
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error_message: str | None = None
+    path: list[str] = Field(
+        default_factory=list, description="Step ids in the order they ran (routing, loops)."
+    )
+    steps: list[StepExecutionRead] = Field(
+        default_factory=list,
+        description="Every step run of the attempt in order: a retried or looping step "
+        "appears once per run (metadata.run, metadata.step_attempt); then the skipped ones.",
+    )
+
+
 class ExecutionRead(BaseModel):
     """An execution of a job: its status and every step of its latest attempt."""
 
@@ -209,7 +235,8 @@ class ExecutionRead(BaseModel):
     retry_count: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
     trigger: str | None = Field(
-        None, description="How it started: `now`, `queued`, `scheduled` or `schedule`."
+        None,
+        description="How it started: `now`, `queued`, `scheduled`, `schedule` or `backfill`.",
     )
     current_step: str | None = Field(None, description="The step running now, if any.")
     scheduled_for: datetime | None = Field(None, description="When a scheduled run was due.")
@@ -220,6 +247,10 @@ class ExecutionRead(BaseModel):
     )
     cancelled_by: str | None = Field(
         None, description="Id of the API key that cancelled it, if one did."
+    )
+    attempts: list[AttemptRead] = Field(
+        default_factory=list,
+        description="Every attempt, oldest first; the fields above are those of the last one.",
     )
 
 

@@ -181,7 +181,7 @@ class ExecutionContext:
                 )
             value: Any = self._outputs[first]
         elif root == "run":
-            return self.run_tokens()[first]
+            return self.run_tokens()[str(first)]
         else:
             job = self.job.to_dict()
             if first not in job:
