@@ -37,6 +37,7 @@ from app.domain.errors import (
 from app.domain.field_paths import field_errors_from_pydantic as domain_field_errors_from_pydantic
 from app.domain.jobs import JobExistsError, JobNotFoundError, VersionConflictError
 from app.domain.records import DuplicateScheduledRunError
+from app.engine.manual import OverlapError
 
 log = logging.getLogger("app.api")
 
@@ -84,6 +85,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (JobExistsError, 409, "job-exists"),
     (VersionConflictError, 412, "version-conflict"),
     (DuplicateScheduledRunError, 409, "duplicate-fire"),
+    (OverlapError, 409, "job-running"),
     (ExecutionFinishedError, 409, "execution-finished"),
     (CancellationError, 409, "cannot-cancel"),
     (EngineNotRunningError, 503, "engine-not-running"),

@@ -21,6 +21,7 @@ from app.api.jobs_schemas import (
     JobPatch,
     JobRead,
     NextRunsRead,
+    RunCreate,
     SchedulePreviewCreate,
 )
 from app.api.responses import (
@@ -266,13 +267,21 @@ async def disable_job(
     summary="Run a stored job now",
     description="Runs the stored job now, as `POST /api/v2/jobs/execute` does: 200 with the "
     "execution when it succeeds, 400 with the execution when it does not, or 202 with "
-    "`?wait=false`.",
+    '`?wait=false` (or `"wait": false`). An optional body steers the run: parameter '
+    "overrides, the step to start at, the logical date of its run tokens. The run follows "
+    'the job\'s overlap_policy (409 when `skip` and it is running) unless `"overlap": '
+    '"allow"` is sent by an admin key. The overrides and start step are recorded in the '
+    "execution's metadata.",
     response_model=ExecutionRead,
     responses={
         202: ACCEPTED_202,
         400: EXECUTION_400,
         404: _404,
-        **problem_responses(413, 500, 503),
+        409: {
+            "model": Problem,
+            "description": "The job is running and its overlap_policy is skip.",
+        },
+        **problem_responses(403, 413, 500, 503),
     },
 )
 async def run_job(
@@ -280,11 +289,10 @@ async def run_job(
     key: ExecutionKey,
     jobs: StoredJobsDep,
     request: Request,
+    body: Annotated[RunCreate | None, Body()] = None,
     wait: Annotated[bool, Query()] = True,
 ) -> Response:
-    result = await jobs.run(
-        job_id, requested_by=key_id(key), wait=wait, status_url=status_url(request)
-    )
+    result = await jobs.run(job_id, body, key=key, wait=wait, status_url=status_url(request))
     if isinstance(result, ExecutionAcceptedRead):
         return accepted_response(result)
     return execution_response(result)

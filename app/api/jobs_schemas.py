@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,6 +47,7 @@ class JobPatch(BaseModel):
     enabled: bool | None = None
     max_retries: int | None = Field(None, ge=0, le=100)
     timeout_seconds: int | None = Field(None, ge=1)
+    max_step_runs: int | None = Field(None, ge=1, le=100_000)
     retry_delay_seconds: float | None = Field(None, ge=0, le=3600)
     retry_exponential_backoff: bool | None = None
     schedule_config: dict[str, Any] | None = None
@@ -180,3 +181,45 @@ class JobPageRead(BaseModel):
 class ExecutionPageRead(BaseModel):
     items: list[ExecutionRead]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class RunCreate(BaseModel):
+    """How to steer a manual run of a stored job (every field optional)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "parameters": {"load": {"day": "2026-11-30"}},
+                    "start_step_id": "load",
+                    "logical_date": "2026-11-30",
+                    "wait": False,
+                }
+            ]
+        },
+    )
+
+    parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="step_id -> parameter name -> value: replaces those parameters of those "
+        "steps for this run only. An unknown step or parameter is a 400.",
+    )
+    start_step_id: str | None = Field(
+        None, min_length=1, max_length=100, description="Start at this step (earlier ones skipped)."
+    )
+    logical_date: str | None = Field(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="The run's `run.logical_date` token (default: today in the job's timezone).",
+        examples=["2026-11-30"],
+    )
+    wait: bool | None = Field(
+        None, description="Wait for the end (default: the `wait` query parameter, true)."
+    )
+    overlap: Literal["allow"] | None = Field(
+        None,
+        description="`allow`: run even while the job runs, whatever its overlap_policy "
+        "(needs a key with the `admin` scope).",
+    )

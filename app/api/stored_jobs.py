@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from app.api.errors import PermissionDeniedError
 from app.api.job_input import JobInput, JobParser
 from app.api.jobs_schemas import (
     FireTimeRead,
@@ -15,8 +16,10 @@ from app.api.jobs_schemas import (
     JobPatch,
     JobRead,
     NextRunsRead,
+    RunCreate,
     SchedulePreviewCreate,
 )
+from app.api.keys import ApiKey
 from app.api.responses import StatusUrl, execution_read
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate
 from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
@@ -25,6 +28,7 @@ from app.domain.models import JobDefinition
 from app.domain.timeutil import parse_iso
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService
+from app.engine.manual import RunRequest
 
 
 class StoredJobService:
@@ -101,11 +105,33 @@ class StoredJobService:
         await self._jobs.delete(job_id, expected_version=expected_version)
 
     async def run(
-        self, job_id: str, *, requested_by: str | None, wait: bool, status_url: StatusUrl
+        self,
+        job_id: str,
+        body: RunCreate | None,
+        *,
+        key: ApiKey | None,
+        wait: bool,
+        status_url: StatusUrl,
     ) -> ExecutionRead | ExecutionAcceptedRead:
-        """Run the stored job now: its result, or (``wait=False``) the started execution."""
+        """Run the stored job now, steered by ``body``: its result, or (``wait=False``) the
+        started execution."""
+        requested_by = key.id if key is not None else None
+        body = body or RunCreate()
+        if body.overlap is not None and key is not None and not key.allows("admin"):
+            raise PermissionDeniedError(
+                f"overlap {body.overlap!r} needs a key with the 'admin' scope "
+                f"(the API key {key.id!r} has: {', '.join(sorted(key.scopes))})",
+                [FieldError("overlap", "needs the admin scope")],
+            )
         self._parser.check_connection_access((await self._jobs.get(job_id)).job, requested_by)
-        execution = await self._jobs.run_now(job_id, requested_by=requested_by)
+        request = RunRequest(
+            parameters=body.parameters,
+            start_step_id=body.start_step_id,
+            logical_date=body.logical_date,
+            overlap=body.overlap,
+        )
+        execution = await self._jobs.run_now(job_id, requested_by=requested_by, request=request)
+        wait = wait if body.wait is None else body.wait
         if not wait:
             return ExecutionAcceptedRead(
                 execution_id=execution.execution_id,

@@ -90,7 +90,7 @@ def routing_errors(steps: Any, max_step_runs: Any = DEFAULT_MAX_STEP_RUNS) -> li
             if route is None:
                 routes_ok = False  # reported by the step schema
             elif route.action == "goto" and route.target not in ids:
-                routes_ok = False
+                # Reported here; the trap check below reads it as an end of the job.
                 errors.append(
                     FieldError(
                         f"steps[{index}].{name}.goto",

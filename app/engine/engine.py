@@ -31,7 +31,7 @@ from app.engine.ports import (
 )
 from app.engine.queue import TimezoneJobQueue
 from app.engine.recurring import RecurringScheduler
-from app.engine.runner import Execution, FinishedExecution, JobRunner
+from app.engine.runner import Execution, FinishedExecution, JobRunner, RunOptions
 from app.engine.scheduler import Scheduler
 from app.steps.context import ExecutionContext
 from app.steps.resources import StepResources
@@ -290,16 +290,23 @@ class NewExecutionEngine:
         return await asyncio.shield(execution.done)
 
     async def submit_now(
-        self, job: JobDefinition, *, requested_by: str | None = None, durable: bool = True
+        self,
+        job: JobDefinition,
+        *,
+        requested_by: str | None = None,
+        durable: bool = True,
+        options: RunOptions | None = None,
     ) -> Execution:
         """Start ``job`` now (as ``execute_job_now``) without waiting for it to end. Its
         PENDING row is in the store when this returns (``durable``): the caller may hand
-        its id out."""
+        its id out. ``options``: a manual run's start step, logical date, serial run."""
         self._require_running()
         job.validate()
         execution = await self.new_execution(
             job, TRIGGER_NOW, requested_by=requested_by, durable=durable
         )
+        if options is not None:
+            options.apply(execution)
         queue = self._queue_for(job.timezone)
         queue.track_immediate(execution.execution_id, True)
 

@@ -12,6 +12,7 @@ from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.schedule_config import validate_schedule_config
 from app.domain.schedules import FireTime, build_schedule, upcoming
 from app.domain.timeutil import is_valid_timezone, utc_now
+from app.engine.manual import RunRequest, admit, steer
 from app.engine.ports import JobStore
 from app.engine.runner import Execution
 
@@ -98,9 +99,16 @@ class JobService:
             raise JobNotFoundError(job_id)
 
     # -- running and previews -------------------------------------------------------------
-    async def run_now(self, job_id: str, *, requested_by: str | None = None) -> Execution:
+    async def run_now(
+        self, job_id: str, *, requested_by: str | None = None, request: RunRequest | None = None
+    ) -> Execution:
+        """Run the stored job now, steered by ``request`` (overrides, start step, logical
+        date) and subject to its overlap policy (``app.engine.manual``)."""
         stored = await self.get(job_id)
-        return await self._engine.submit_now(stored.job, requested_by=requested_by)
+        request = request or RunRequest()
+        job = steer(stored.job, request)
+        options = await admit(self._engine, job, request, requested_by)
+        return await self._engine.submit_now(job, requested_by=requested_by, options=options)
 
     async def last_execution(self, job_id: str) -> JobExecutionResult | None:
         """The job's newest execution (without its steps), or None."""

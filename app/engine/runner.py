@@ -90,6 +90,24 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """How a manual run is steered (``POST /jobs/{job_id}/run`` with a body): the step it
+    starts at, the logical date of its run tokens, whether it waits for the job's other
+    serial runs (overlap ``queue``), and what is recorded about it in its metadata."""
+
+    start_step_id: str | None = None
+    logical_date: str | None = None
+    serial: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, execution: Execution) -> None:
+        execution.start_step_id = self.start_step_id
+        execution.logical_date = self.logical_date
+        execution.serial = execution.serial or self.serial
+        execution.result.metadata.update(self.record)
+
+
+@dataclass(frozen=True)
 class FinishedExecution:
     result: JobExecutionResult
     trigger: str
