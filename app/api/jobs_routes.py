@@ -289,7 +289,23 @@ async def run_job(
     key: ExecutionKey,
     jobs: StoredJobsDep,
     request: Request,
-    body: Annotated[RunCreate | None, Body()] = None,
+    body: Annotated[
+        RunCreate | None,
+        Body(
+            openapi_examples={
+                "plain": {"summary": "Run it as it is stored", "value": {}},
+                "steered": {
+                    "summary": "Re-run the load of one day, from the load step",
+                    "value": {
+                        "parameters": {"load": {"day": "2026-11-30"}},
+                        "start_step_id": "load",
+                        "logical_date": "2026-11-30",
+                        "wait": False,
+                    },
+                },
+            }
+        ),
+    ] = None,
     wait: Annotated[bool, Query()] = True,
 ) -> Response:
     result = await jobs.run(job_id, body, key=key, wait=wait, status_url=status_url(request))
