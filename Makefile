@@ -33,8 +33,9 @@ format: install
 	$(BIN)/ruff check --fix app tests scripts bench
 	$(BIN)/ruff format app tests scripts bench
 
-generate: install  ## regenerate app/steps/generated from app/steps/schemas
+generate: install  ## regenerate app/steps/generated and app/domain/generated from their JSON schemas
 	$(BIN)/python scripts/generate_step_models.py
+	$(BIN)/python scripts/generate_schedule_models.py
 
 openapi: install  ## write openapi/openapi.json from the app
 	$(BIN)/python scripts/export_openapi.py

@@ -24,6 +24,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.schemas import API_STEP_TYPES, Problem, ProblemFieldError
+from app.domain.business_calendars import (
+    CalendarExistsError,
+    CalendarInUseError,
+    CalendarNotFoundError,
+)
 from app.domain.errors import (
     CancellationError,
     ConfigurationError,
@@ -35,7 +40,12 @@ from app.domain.errors import (
     SchedulingError,
 )
 from app.domain.field_paths import field_errors_from_pydantic as domain_field_errors_from_pydantic
-from app.domain.jobs import JobExistsError, JobNotFoundError, VersionConflictError
+from app.domain.jobs import (
+    JobExistsError,
+    JobNotFoundError,
+    ScheduleNotFoundError,
+    VersionConflictError,
+)
 from app.domain.records import DuplicateScheduledRunError
 from app.engine.manual import OverlapError
 
@@ -82,6 +92,10 @@ class RateLimitedError(ExecutionEngineError):
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (ExecutionNotFoundError, 404, "execution-not-found"),
     (JobNotFoundError, 404, "job-not-found"),
+    (ScheduleNotFoundError, 404, "schedule-not-found"),
+    (CalendarNotFoundError, 404, "calendar-not-found"),
+    (CalendarExistsError, 409, "calendar-exists"),
+    (CalendarInUseError, 409, "calendar-in-use"),
     (JobExistsError, 409, "job-exists"),
     (VersionConflictError, 412, "version-conflict"),
     (DuplicateScheduledRunError, 409, "duplicate-fire"),

@@ -261,6 +261,44 @@ async def disable_job(
     return job_response(await jobs.set_enabled(job_id, False, expected_version=version))
 
 
+ScheduleName = Annotated[
+    str, Path(min_length=1, max_length=100, description="The name of one of the job's schedules.")
+]
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/schedules/{name}/enable",
+    tags=["job definitions"],
+    summary="Enable one schedule of a stored job",
+    description="The named schedule fires again (if the job is enabled); the others are "
+    "unchanged. Idempotent.",
+    response_model=JobRead,
+    responses=_JOB_CHANGE_RESPONSES,
+)
+async def enable_job_schedule(
+    job_id: JobId, name: ScheduleName, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+) -> Response:
+    return job_response(
+        await jobs.set_schedule_enabled(job_id, name, True, expected_version=version)
+    )
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/schedules/{name}/disable",
+    tags=["job definitions"],
+    summary="Disable one schedule of a stored job",
+    description="The named schedule stops firing; the job's other schedules keep firing.",
+    response_model=JobRead,
+    responses=_JOB_CHANGE_RESPONSES,
+)
+async def disable_job_schedule(
+    job_id: JobId, name: ScheduleName, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+) -> Response:
+    return job_response(
+        await jobs.set_schedule_enabled(job_id, name, False, expected_version=version)
+    )
+
+
 @jobs_router.post(
     "/jobs/{job_id}/run",
     tags=["job definitions"],
@@ -339,7 +377,8 @@ async def get_next_runs(
     summary="Preview a schedule",
     description="Stateless: the next `count` fires of a `schedule_config` in `timezone` "
     "after `after` (default now), each in UTC and local time, flagged when a DST gap moved "
-    "it.",
+    "it, when its local time repeats (fall-back), and when a business calendar excludes or "
+    "moves it; with `schedules`, merged and named by source.",
     response_model=NextRunsRead,
     responses=problem_responses(400, 413, 500, 503),
 )
@@ -363,7 +402,7 @@ async def preview_schedule(
     _: ReadKey,
     jobs: StoredJobsDep,
 ) -> NextRunsRead:
-    return jobs.preview(preview)
+    return await jobs.preview(preview)
 
 
 @jobs_router.get(

@@ -7,8 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.schemas import EXAMPLE_JOB, ExecutionRead, JobCreate, StepCreate, _check_timezone
-from app.domain.jobs import StoredJob, schedule_policies
+from app.api.schemas import (
+    EXAMPLE_JOB,
+    ExecutionRead,
+    JobCreate,
+    NamedScheduleCreate,
+    StepCreate,
+    _check_timezone,
+)
+from app.domain.describe import describe_config
+from app.domain.generated.schedule_config import ScheduleConfig
+from app.domain.job_schedule import job_schedules
+from app.domain.jobs import StoredJob, job_policies
 from app.domain.models import JobExecutionResult
 from app.domain.schedules import FireTime
 from app.domain.timeutil import to_local
@@ -50,7 +60,8 @@ class JobPatch(BaseModel):
     max_step_runs: int | None = Field(None, ge=1, le=100_000)
     retry_delay_seconds: float | None = Field(None, ge=0, le=3600)
     retry_exponential_backoff: bool | None = None
-    schedule_config: dict[str, Any] | None = None
+    schedule_config: ScheduleConfig | None = None
+    schedules: list[NamedScheduleCreate] | None = Field(None, max_length=20)
     metadata: dict[str, Any] | None = None
 
     @field_validator("timezone")
@@ -73,6 +84,29 @@ class FireTimeRead(BaseModel):
         description="The asked-for local time does not exist (spring-forward gap): the fire "
         "happens right after the gap."
     )
+    repeated_hour: Literal["first", "second"] | None = Field(
+        None,
+        description="The fire's local time happens twice that day (fall-back): `first` or "
+        "`second` of the two; null otherwise.",
+    )
+    source: str | None = Field(
+        None, description="Name of the schedule that fires it; null for `schedule_config`."
+    )
+    excluded_by: str | None = Field(
+        None,
+        description="The business calendar that excludes this fire: it does not run and is "
+        "recorded as excluded. Null for a fire that runs.",
+    )
+    moved_by_calendar: bool = Field(
+        False,
+        description="A business calendar moved it off an excluded day (nominal_local is the "
+        "time it was moved from).",
+    )
+    note: str | None = Field(
+        None,
+        description="The flags in words, e.g. `first of two 01:30s`, `excluded by calendar uk`.",
+        examples=["second of two 01:30s"],
+    )
 
     @classmethod
     def of(cls, fire: FireTime) -> FireTimeRead:
@@ -81,13 +115,41 @@ class FireTimeRead(BaseModel):
             at_local=fire.local,
             nominal_local=fire.nominal_local.isoformat(),
             moved_by_dst_gap=fire.moved_by_dst_gap,
+            repeated_hour=fire.repeated_hour,
+            source=fire.source,
+            excluded_by=fire.excluded_by,
+            moved_by_calendar=fire.moved_by_calendar,
+            note=_note(fire),
         )
+
+
+def _note(fire: FireTime) -> str | None:
+    notes = []
+    clock = fire.local.strftime("%H:%M")
+    if fire.repeated_hour:
+        notes.append(f"{fire.repeated_hour} of two {clock}s")
+    if fire.moved_by_dst_gap:
+        notes.append(f"moved from {fire.nominal_local.strftime('%H:%M')} by a DST gap")
+    if fire.excluded_by:
+        notes.append(f"excluded by calendar {fire.excluded_by}")
+    if fire.moved_by_calendar:
+        notes.append(f"moved from {fire.nominal_local.date().isoformat()} by a business calendar")
+    return "; ".join(notes) or None
+
+
+class ScheduleDescriptionRead(BaseModel):
+    name: str | None = Field(description="Null for the job's `schedule_config`.")
+    enabled: bool = True
+    schedule_description: str = Field(examples=["At 02:30 on Monday through Friday, UTC"])
 
 
 class NextRunsRead(BaseModel):
     job_id: str | None = None
     timezone: str
     runs: list[FireTimeRead]
+    schedules: list[ScheduleDescriptionRead] = Field(
+        default_factory=list, description="Each schedule merged here, in plain English."
+    )
 
 
 class SchedulePreviewCreate(BaseModel):
@@ -108,7 +170,12 @@ class SchedulePreviewCreate(BaseModel):
         },
     )
 
-    schedule_config: dict[str, Any] = Field(description="As in a job's schedule_config.")
+    schedule_config: ScheduleConfig | None = Field(
+        None, description="As in a job's schedule_config."
+    )
+    schedules: list[NamedScheduleCreate] | None = Field(
+        None, max_length=20, description="As in a job's schedules (merged with schedule_config)."
+    )
     timezone: str = Field("UTC", min_length=1, max_length=50)
     after: str | None = Field(
         None, max_length=64, description="ISO 8601 instant with an offset; default: now."
@@ -139,6 +206,13 @@ class JobRead(JobCreate):
     updated_at: datetime
     misfire_policy: str
     overlap_policy: str
+    schedule_description: str | None = Field(
+        None, description="`schedule_config` in plain English."
+    )
+    schedule_descriptions: list[ScheduleDescriptionRead] = Field(
+        default_factory=list,
+        description="Every schedule of the job (schedule_config first), in plain English.",
+    )
     next_fire_at: datetime | None = Field(
         None, description="Next fire (UTC); null when disabled or without a schedule."
     )
@@ -149,7 +223,7 @@ class JobRead(JobCreate):
     @classmethod
     def of(cls, stored: StoredJob, last: JobExecutionResult | None) -> JobRead:
         data = stored.job.to_dict()
-        misfire, overlap = schedule_policies(stored.job.schedule_config)
+        misfire, overlap = job_policies(stored.job)
         nxt = stored.next_fire_at
         return cls.model_validate(
             {
@@ -157,6 +231,14 @@ class JobRead(JobCreate):
                 "version": stored.version,
                 "misfire_policy": misfire,
                 "overlap_policy": overlap,
+                "schedule_description": describe_config(
+                    stored.job.schedule_config, stored.job.timezone
+                )
+                if stored.job.schedule_config
+                else None,
+                "schedule_descriptions": describe_schedules(
+                    stored.job.schedule_config, stored.job.schedules, stored.job.timezone
+                ),
                 "next_fire_at": nxt,
                 "next_fire_at_local": to_local(nxt, stored.job.timezone) if nxt else None,
                 "last_fire_at": stored.last_fire_at,
@@ -171,6 +253,22 @@ class JobRead(JobCreate):
                 else None,
             }
         )
+
+
+def describe_schedules(
+    schedule_config: dict[str, Any] | None,
+    schedules: list[dict[str, Any]] | None,
+    timezone: str,
+) -> list[ScheduleDescriptionRead]:
+    """Each schedule of a job (or a preview) in plain English, in the job's order."""
+    return [
+        ScheduleDescriptionRead(
+            name=entry.name,
+            enabled=entry.enabled,
+            schedule_description=describe_config(entry.config, timezone),
+        )
+        for entry in job_schedules(schedule_config, schedules)
+    ]
 
 
 class JobPageRead(BaseModel):

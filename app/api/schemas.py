@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.domain.enums import JobStatus, StepStatus
+from app.domain.generated.schedule_config import ScheduleConfig
 from app.domain.timeutil import is_valid_timezone
 from app.steps.generated import powershell as _powershell
 from app.steps.generated import shell as _shell
@@ -94,6 +95,33 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+class NamedScheduleCreate(BaseModel):
+    """One of a job's named schedules."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "nightly",
+                    "enabled": True,
+                    "schedule_config": {"type": "cron", "expression": "30 2 * * *"},
+                }
+            ]
+        },
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+        description="Unique within the job; each fire records it as `schedule_name`.",
+    )
+    enabled: bool = Field(True, description="A disabled schedule does not fire.")
+    schedule_config: ScheduleConfig
+
+
 class JobCreate(BaseModel):
     """A job definition: an ordered list of steps bound to an IANA timezone."""
 
@@ -145,13 +173,20 @@ class JobCreate(BaseModel):
     retry_exponential_backoff: bool = Field(
         False, description="Double the retry delay after each attempt."
     )
-    schedule_config: dict[str, Any] | None = Field(
+    schedule_config: ScheduleConfig | None = Field(
         None,
-        description='Recurring schedule: {"type": "cron", "expression": "0 2 * * *"}, '
-        '{"type": "interval", "every_seconds": 3600} or {"type": "once", "at": "..."}.',
+        description="Recurring schedule (one of cron, interval, once, calendar), unnamed. "
+        "A job may have it, `schedules`, or both.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form data kept with the job."
+    )
+    schedules: list[NamedScheduleCreate] | None = Field(
+        None,
+        max_length=20,
+        description="Named schedules beside `schedule_config`; all enabled ones fire, merged "
+        "(two that fire at the same instant fire once). misfire_policy and overlap_policy "
+        "apply to the whole job: schedules that set them must agree.",
     )
 
     @field_validator("timezone")

@@ -18,6 +18,7 @@ from app.api.jobs_schemas import (
     NextRunsRead,
     RunCreate,
     SchedulePreviewCreate,
+    describe_schedules,
 )
 from app.api.keys import ApiKey
 from app.api.responses import StatusUrl, execution_read
@@ -142,14 +143,25 @@ class StoredJobService:
         assert result is not None
         return execution_read(result.to_dict())
 
+    async def set_schedule_enabled(
+        self, job_id: str, name: str, enabled: bool, *, expected_version: int | None
+    ) -> JobRead:
+        stored = await self._jobs.set_schedule_enabled(
+            job_id, name, enabled, expected_version=expected_version
+        )
+        return await self._read(stored)
+
     async def next_runs(self, job_id: str, count: int) -> NextRunsRead:
-        stored = await self._jobs.get(job_id)
+        job = (await self._jobs.get(job_id)).job
         fires = await self._jobs.next_runs(job_id, count)
         return NextRunsRead(
-            job_id=job_id, timezone=stored.job.timezone, runs=[FireTimeRead.of(f) for f in fires]
+            job_id=job_id,
+            timezone=job.timezone,
+            runs=[FireTimeRead.of(f) for f in fires],
+            schedules=describe_schedules(job.schedule_config, job.schedules, job.timezone),
         )
 
-    def preview(self, preview: SchedulePreviewCreate) -> NextRunsRead:
+    async def preview(self, preview: SchedulePreviewCreate) -> NextRunsRead:
         after: datetime | None = None
         if preview.after is not None:
             try:
@@ -158,7 +170,13 @@ class StoredJobService:
                 raise ConfigurationError(
                     [FieldError("after", "is not an ISO 8601 date-time")]
                 ) from None
-        fires = self._jobs.preview(
-            preview.schedule_config, preview.timezone, after=after, count=preview.count
+        body = preview.model_dump(mode="json", exclude_unset=True)
+        config, schedules = body.get("schedule_config"), body.get("schedules")
+        fires = await self._jobs.preview(
+            config, preview.timezone, after=after, count=preview.count, schedules=schedules
         )
-        return NextRunsRead(timezone=preview.timezone, runs=[FireTimeRead.of(f) for f in fires])
+        return NextRunsRead(
+            timezone=preview.timezone,
+            runs=[FireTimeRead.of(f) for f in fires],
+            schedules=describe_schedules(config, schedules, preview.timezone),
+        )

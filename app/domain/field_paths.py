@@ -11,15 +11,27 @@ from typing import Any
 
 from app.domain.errors import FieldError
 
+#: The discriminator tags of a ``schedule_config`` (``app/domain/schemas/schedule_config.json``),
+#: which pydantic puts in the path right after ``schedule_config``.
+SCHEDULE_UNION_TAGS = ("cron", "interval", "once", "calendar")
+
+
+def _is_union_tag(previous: int | str | None, part: str, union_tags: Collection[str]) -> bool:
+    if previous == "schedule_config":
+        return part in SCHEDULE_UNION_TAGS
+    return isinstance(previous, int) and part in union_tags
+
 
 def field_path(loc: Sequence[int | str], prefix: str = "", union_tags: Collection[str] = ()) -> str:
     """``loc`` as ``a.b[0].c`` under ``prefix``; a ``union_tags`` member right after a list
-    index (the discriminator pydantic puts in a tagged union's path) is left out."""
+    index, and a schedule type right after ``schedule_config`` (the discriminators pydantic
+    puts in a tagged union's path), are left out."""
     path = prefix
     for i, part in enumerate(loc):
+        previous = loc[i - 1] if i >= 1 else None
         if isinstance(part, int):
             path += f"[{part}]"
-        elif i >= 1 and isinstance(loc[i - 1], int) and part in union_tags:
+        elif _is_union_tag(previous, part, union_tags):
             continue
         else:
             path = f"{path}.{part}" if path else str(part)
@@ -52,8 +64,10 @@ def field_errors_from_pydantic(
         if kind in ("union_tag_invalid", "union_tag_not_found"):
             field = f"{field}.type"
             expected = ctx.get("expected_tags") or expected_tags
+            loc = tuple(err.get("loc", ()))
+            what = "schedule" if loc and loc[-1] == "schedule_config" else "step"
             message = (
-                f"unknown step type {ctx.get('tag')!r}; expected one of {expected}"
+                f"unknown {what} type {ctx.get('tag')!r}; expected one of {expected}"
                 if kind == "union_tag_invalid"
                 else f"is required (one of {expected})"
             )

@@ -64,6 +64,15 @@ class JobNotFoundError(ExecutionEngineError):
         super().__init__(f"job {job_id!r} not found")
 
 
+class ScheduleNotFoundError(ExecutionEngineError):
+    """A job has no named schedule of that name."""
+
+    def __init__(self, job_id: str, name: str) -> None:
+        self.job_id = job_id
+        self.name = name
+        super().__init__(f"job {job_id!r} has no schedule named {name!r}")
+
+
 class VersionConflictError(ExecutionEngineError):
     """A write based on a stale version (optimistic concurrency)."""
 
@@ -82,6 +91,19 @@ def schedule_policies(config: dict[str, Any] | None) -> tuple[str, str]:
     return (
         str(config.get("misfire_policy", DEFAULT_MISFIRE_POLICY)),
         str(config.get("overlap_policy", DEFAULT_OVERLAP_POLICY)),
+    )
+
+
+def job_policies(job: JobDefinition) -> tuple[str, str]:
+    """(misfire_policy, overlap_policy) of a job: they apply to the whole job, so the job's
+    schedules agree on them (checked when it is stored); the first that sets one wins."""
+    configs = [job.schedule_config] if job.schedule_config else []
+    configs += [s.get("schedule_config") or {} for s in job.schedules or []]
+    misfire = next((c["misfire_policy"] for c in configs if "misfire_policy" in c), None)
+    overlap = next((c["overlap_policy"] for c in configs if "overlap_policy" in c), None)
+    return (
+        str(misfire or DEFAULT_MISFIRE_POLICY),
+        str(overlap or DEFAULT_OVERLAP_POLICY),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.flow import DEFAULT_MAX_STEP_RUNS, routing_errors
-from app.domain.schedule_config import validate_schedule_config
+from app.domain.schedule_config import validate_schedule_config, validate_schedules
 from app.domain.timeutil import is_valid_timezone, iso, parse_iso
 
 # The steps layer registers the real per-type validator at import time (domain must not
@@ -70,6 +70,8 @@ class JobDefinition:
     retry_exponential_backoff: bool = False
     #: Step runs allowed in one attempt (a ``goto`` loop that goes on longer fails the job).
     max_step_runs: int = DEFAULT_MAX_STEP_RUNS
+    #: Named schedules beside ``schedule_config``: ``{"name", "enabled", "schedule_config"}``.
+    schedules: list[dict[str, Any]] | None = None
 
     def validate(self) -> bool:
         """Validate job definition completeness and correctness.
@@ -112,6 +114,7 @@ class JobDefinition:
         if not isinstance(self.retry_exponential_backoff, bool):
             errors.append(FieldError("retry_exponential_backoff", "must be a boolean"))
         errors.extend(validate_schedule_config(self.schedule_config))
+        errors.extend(validate_schedules(self.schedules, self.schedule_config))
         if not isinstance(self.metadata, dict):
             errors.append(FieldError("metadata", "must be an object"))
         return errors
@@ -144,6 +147,8 @@ class JobDefinition:
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "schedules" and value is None:
+                continue  # absent, as in definitions stored before named schedules existed
             if isinstance(value, datetime):
                 data[f.name] = iso(value)
             else:

@@ -2,15 +2,19 @@
 
 Policy (cronie / Vixie-cron rules, ARCHITECTURE.md "Time semantics"):
 
-* A **fixed-time** cron job (its hour field is neither ``*`` nor a step) is matched against
+* A **fixed-time** cron job (neither its minute nor its hour field starts with ``*``; cronie's
+  rule, so ``0 0-23/2`` is fixed-time and ``0 */2`` is not) is matched against
   local wall-clock time. If its local time does not exist (spring-forward gap) it fires once,
   at the instant the gap ends. If its local time happens twice (fall-back) it fires once, at
   the first occurrence.
-* A cron job whose **hour field is a wildcard or a step** (``*``, ``*/2``, ``0-23/3``) follows
+* A cron job whose **minute or hour field starts with** ``*`` (``* 1-6``, ``0 */2``) follows
   real elapsed time: it fires at every instant whose local time matches, so it skips times
   that do not exist and fires in both occurrences of a repeated hour.
 * ``interval`` schedules follow real elapsed time from their anchor (``start_at`` or the
-  job's creation); ``once`` fires at one instant.
+  job's creation); ``once`` fires at one instant; ``calendar`` (SQL Server Agent's model,
+  ``calendar_schedule.py``) treats ``at`` as a fixed-time job and ``repeat`` slots as an
+  elapsed-time job.
+* A schedule whose fires would run past year 9999 simply ends.
 
 Every ``next_fire(after)`` is strictly after ``after``; feeding each result back in never
 skips or repeats a fire, including when ``after`` lies in the second occurrence of a repeated
@@ -25,8 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
+from app.domain.cron import ExactCron, cron_problems
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.timeutil import gap_end, get_zone, parse_iso
 
@@ -34,14 +37,28 @@ from app.domain.timeutil import gap_end, get_zone, parse_iso
 _SHIFT_WINDOW = timedelta(hours=3)
 
 
+#: Which copy of a repeated (fall-back) wall-clock time a fire is at.
+FIRST_OF_TWO = "first"
+SECOND_OF_TWO = "second"
+
+
 @dataclass(frozen=True)
 class FireTime:
-    """One fire: the instant (UTC), the same in local time, and what the schedule asked for."""
+    """One fire: the instant (UTC), the same in local time, and what the schedule asked for.
+
+    ``repeated_hour`` is ``first``/``second`` when its local time happens twice that day;
+    ``source`` names the schedule of a job that fired it; ``excluded_by`` names the business
+    calendar that excludes it (it does not run); ``moved_by_calendar`` means a calendar
+    moved it off an excluded day (``nominal_local`` is then the time it was moved from)."""
 
     at: datetime
     local: datetime
     nominal_local: datetime
     moved_by_dst_gap: bool = False
+    repeated_hour: str | None = None
+    source: str | None = None
+    excluded_by: str | None = None
+    moved_by_calendar: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,7 +66,30 @@ class FireTime:
             "at_local": self.local.isoformat(),
             "nominal_local": self.nominal_local.isoformat(),
             "moved_by_dst_gap": self.moved_by_dst_gap,
+            "repeated_hour": self.repeated_hour,
+            "source": self.source,
+            "excluded_by": self.excluded_by,
+            "moved_by_calendar": self.moved_by_calendar,
         }
+
+
+def make_fire(
+    at: datetime, zone: ZoneInfo, nominal: datetime | None = None, *, in_gap: bool = False
+) -> FireTime:
+    """The FireTime of instant ``at`` in ``zone``, flagged when its wall time repeats."""
+    local = at.astimezone(zone)
+    wall = local.replace(tzinfo=None, fold=0)
+    instants, _ = local_instants(wall, zone)
+    repeated = None
+    if len(instants) == 2:
+        repeated = FIRST_OF_TWO if at == instants[0] else SECOND_OF_TWO
+    return FireTime(
+        at,
+        local,
+        nominal if nominal is not None else wall,
+        moved_by_dst_gap=in_gap,
+        repeated_hour=repeated,
+    )
 
 
 class Schedule(Protocol):
@@ -59,11 +99,19 @@ class Schedule(Protocol):
         """The first fire strictly after the instant ``after``, or None when there is none."""
 
 
+def safe_next(schedule: Schedule, after: datetime) -> FireTime | None:
+    """``schedule.next_fire(after)``, None once the fires would pass year 9999."""
+    try:
+        return schedule.next_fire(after)
+    except (OverflowError, StopIteration):
+        return None
+
+
 def upcoming(schedule: Schedule, after: datetime, count: int) -> list[FireTime]:
     out: list[FireTime] = []
     cursor = after
     while len(out) < count:
-        fire = schedule.next_fire(cursor)
+        fire = safe_next(schedule, cursor)
         if fire is None:
             break
         out.append(fire)
@@ -84,6 +132,12 @@ def local_instants(naive: datetime, zone: ZoneInfo) -> tuple[list[datetime], boo
     return sorted({a, b}), False
 
 
+def _steady(instant: datetime, zone: ZoneInfo) -> bool:
+    """Whether ``zone``'s UTC offset is the same within the widest DST shift of ``instant``."""
+    before = (instant - _SHIFT_WINDOW).astimezone(zone).utcoffset()
+    return before == (instant + _SHIFT_WINDOW).astimezone(zone).utcoffset()
+
+
 def _window(schedule_start: datetime | None, schedule_end: datetime | None, fire: FireTime) -> bool:
     if schedule_start is not None and fire.at < schedule_start:
         return False
@@ -91,7 +145,7 @@ def _window(schedule_start: datetime | None, schedule_end: datetime | None, fire
 
 
 class CronSchedule:
-    """Standard 5-field cron (lists, ranges, steps, month and day names) in a timezone."""
+    """5-field cron with cronie's rules and extensions (``cron.py``) in a timezone."""
 
     def __init__(
         self,
@@ -101,26 +155,22 @@ class CronSchedule:
         start_at: datetime | None = None,
         end_at: datetime | None = None,
     ) -> None:
-        if not croniter.is_valid(expression) or len(expression.split()) != 5:
+        problems = cron_problems(expression)
+        if problems:
             raise ConfigurationError(
-                [
-                    FieldError(
-                        "schedule_config.expression", f"invalid cron expression {expression!r}"
-                    )
-                ]
+                [FieldError("schedule_config.expression", problem) for problem in problems]
             )
         self.expression = expression
         self.timezone = timezone
         self.zone = get_zone(timezone)
         self.start_at = start_at
         self.end_at = end_at
-        hour_field = expression.split()[1]
-        self.follows_elapsed_time = "*" in hour_field or "/" in hour_field
+        minute_field, hour_field = expression.split()[:2]
+        self.follows_elapsed_time = minute_field.startswith("*") or hour_field.startswith("*")
 
     def _naive_after(self, naive: datetime) -> Iterator[datetime]:
-        it = croniter(self.expression, naive)
-        while True:
-            yield it.get_next(datetime)
+        # cronsim on naive datetimes matches pure wall-clock times; the DST rules are ours.
+        yield from ExactCron(self.expression, naive.replace(second=0, microsecond=0))
 
     def next_fire(self, after: datetime) -> FireTime | None:
         if self.start_at is not None and after < self.start_at:
@@ -138,7 +188,7 @@ class CronSchedule:
             instants, in_gap = local_instants(naive, self.zone)
             at = gap_end(naive, self.zone) if in_gap else instants[0]
             if at > after:
-                return FireTime(at, at.astimezone(self.zone), naive, moved_by_dst_gap=in_gap)
+                return make_fire(at, self.zone, naive, in_gap=in_gap)
             if self.end_at is not None and at > self.end_at:
                 return None
         return None  # pragma: no cover - the iterator is endless
@@ -147,6 +197,19 @@ class CronSchedule:
         # Wall times map to 0..2 instants, not in order around a repeated hour: look from a
         # little before after's wall time and take the earliest instant that is later.
         local_after = after.astimezone(self.zone).replace(tzinfo=None, fold=0)
+        if _steady(after, self.zone):
+            # No offset change near ``after``: the first later wall time's first instant is
+            # the next fire (wall times are in order again until the next change).
+            for naive in self._naive_after(local_after - timedelta(minutes=1)):
+                later = [at for at in local_instants(naive, self.zone)[0] if at > after]
+                if later:
+                    return make_fire(later[0], self.zone, naive)
+                if (
+                    self.end_at is not None
+                    and naive
+                    > self.end_at.astimezone(self.zone).replace(tzinfo=None) + _SHIFT_WINDOW
+                ):
+                    return None
         best: FireTime | None = None
         for naive in self._naive_after(local_after - _SHIFT_WINDOW):
             if best is not None and naive > best.nominal_local + _SHIFT_WINDOW:
@@ -154,7 +217,7 @@ class CronSchedule:
             instants, _ = local_instants(naive, self.zone)
             for at in instants:
                 if at > after and (best is None or at < best.at):
-                    best = FireTime(at, at.astimezone(self.zone), naive)
+                    best = make_fire(at, self.zone, naive)
             if (
                 best is None
                 and self.end_at is not None
@@ -184,8 +247,7 @@ class IntervalSchedule:
             at = self.anchor + periods * self.every
         if self.end_at is not None and at > self.end_at:
             return None
-        local = at.astimezone(self.zone)
-        return FireTime(at, local, local.replace(tzinfo=None))
+        return make_fire(at, self.zone)
 
 
 class OnceSchedule:
@@ -197,8 +259,7 @@ class OnceSchedule:
     def next_fire(self, after: datetime) -> FireTime | None:
         if self.at <= after:
             return None
-        local = self.at.astimezone(self.zone)
-        return FireTime(self.at, local, local.replace(tzinfo=None))
+        return make_fire(self.at, self.zone)
 
 
 def to_instant(value: str | datetime, timezone: str, field: str) -> datetime:
@@ -212,30 +273,3 @@ def to_instant(value: str | datetime, timezone: str, field: str) -> datetime:
         return resolve_local(moment, timezone)
     except SchedulingError as exc:
         raise ConfigurationError([FieldError(field, str(exc))]) from None
-
-
-def build_schedule(
-    config: dict[str, Any], timezone: str, *, created_at: datetime | None = None
-) -> Schedule:
-    """The Schedule for a validated ``schedule_config``."""
-    kind = config["type"]
-    start = config.get("start_at")
-    end = config.get("end_at")
-    start_at = to_instant(start, timezone, "schedule_config.start_at") if start else None
-    end_at = to_instant(end, timezone, "schedule_config.end_at") if end else None
-    if kind == "cron":
-        return CronSchedule(config["expression"], timezone, start_at=start_at, end_at=end_at)
-    if kind == "interval":
-        anchor = start_at or created_at
-        if anchor is None:
-            raise ConfigurationError(
-                [
-                    FieldError(
-                        "schedule_config.start_at", "an interval needs start_at or a created_at"
-                    )
-                ]
-            )
-        return IntervalSchedule(int(config["every_seconds"]), timezone, anchor, end_at=end_at)
-    if kind == "once":
-        return OnceSchedule(to_instant(config["at"], timezone, "schedule_config.at"), timezone)
-    raise ConfigurationError([FieldError("schedule_config.type", f"unknown type {kind!r}")])

@@ -16,7 +16,8 @@ from app.domain.errors import (
     ExecutionEngineError,
     SchedulingError,
 )
-from app.domain.jobs import schedule_policies
+from app.domain.job_schedule import SCHEDULE_NAME_KEY
+from app.domain.jobs import job_policies
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import utc_now
 from app.engine.jobs import JobService
@@ -490,6 +491,8 @@ class NewExecutionEngine:
             result.metadata["scheduled_for"] = scheduled_for.isoformat()
         if requested_by is not None:
             result.metadata["requested_by"] = requested_by
+        if trigger == TRIGGER_SCHEDULE and SCHEDULE_NAME_KEY in job.metadata:
+            result.metadata[SCHEDULE_NAME_KEY] = job.metadata[SCHEDULE_NAME_KEY]
         execution = Execution(
             execution_id=execution_id,
             job=job,
@@ -572,7 +575,7 @@ class NewExecutionEngine:
         )
         if run.trigger == TRIGGER_SCHEDULE:
             # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
-            misfire, overlap = schedule_policies(run.job.schedule_config)
+            misfire, overlap = job_policies(run.job)
             execution.serial = overlap == "queue" or misfire == "run_all"
         # On record before it can start: after a crash from here on, the execution is
         # recorded interrupted instead of being run a second time (at most once). Group

@@ -7,11 +7,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.domain.errors import ConfigurationError, FieldError
-from app.domain.jobs import JobNotFoundError, JobPage, JobQuery, StoredJob
+from app.domain.job_schedule import JobSchedule, build_job_schedule, required_calendars
+from app.domain.jobs import JobNotFoundError, JobPage, JobQuery, ScheduleNotFoundError, StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult
-from app.domain.schedule_config import validate_schedule_config
-from app.domain.schedules import FireTime, build_schedule, upcoming
-from app.domain.timeutil import is_valid_timezone, utc_now
+from app.domain.schedule_config import (
+    calendars_used,
+    validate_schedule_config,
+    validate_schedules,
+)
+from app.domain.schedules import FireTime, safe_next, upcoming
+from app.domain.timeutil import is_valid_timezone, to_local, utc_now
+from app.engine.calendars import CalendarService
 from app.engine.manual import RunRequest, admit, steer
 from app.engine.ports import JobStore
 from app.engine.runner import Execution
@@ -33,14 +39,16 @@ class JobService:
         self._engine = engine
         self._store = store
         self._clock = clock
+        self.calendars = CalendarService(store, store)
 
     # -- definitions ----------------------------------------------------------------------
     async def create(self, job: JobDefinition) -> StoredJob:
         job.validate()
+        await self._check_calendars(job)
         now = self._clock()
         job.created_at = job.updated_at = now
         _anchor_interval(job, now)
-        stored = await self._store.create_job(job, next_fire_at=self._next_fire(job, now))
+        stored = await self._store.create_job(job, next_fire_at=await self._next_fire(job, now))
         self._engine.wake_recurring()
         return stored
 
@@ -55,13 +63,14 @@ class JobService:
 
     async def replace(self, job: JobDefinition, *, expected_version: int | None) -> StoredJob:
         job.validate()
+        await self._check_calendars(job)
         current = await self.get(job.job_id)
         job.created_at = current.job.created_at
         _anchor_interval(job, self._clock())
         stored = await self._store.update_job(
             job,
             expected_version=expected_version,
-            next_fire_at=self._next_fire(job, self._clock()),
+            next_fire_at=await self._next_fire(job, self._clock()),
         )
         self._engine.wake_recurring()
         return stored
@@ -94,6 +103,20 @@ class JobService:
     ) -> StoredJob:
         return await self.patch(job_id, {"enabled": enabled}, expected_version=expected_version)
 
+    async def set_schedule_enabled(
+        self, job_id: str, name: str, enabled: bool, *, expected_version: int | None = None
+    ) -> StoredJob:
+        """Enable or disable one named schedule of a job (the others keep firing)."""
+        current = await self.get(job_id)
+        schedules = [dict(s) for s in current.job.schedules or []]
+        found = [s for s in schedules if s.get("name") == name]
+        if not found:
+            raise ScheduleNotFoundError(job_id, name)
+        if found[0].get("enabled", True) == enabled:
+            return current
+        found[0]["enabled"] = enabled
+        return await self.patch(job_id, {"schedules": schedules}, expected_version=expected_version)
+
     async def delete(self, job_id: str, *, expected_version: int | None = None) -> None:
         if not await self._store.delete_job(job_id, expected_version=expected_version):
             raise JobNotFoundError(job_id)
@@ -122,26 +145,34 @@ class JobService:
     async def next_runs(self, job_id: str, count: int) -> list[FireTime]:
         stored = await self.get(job_id)
         job = stored.job
-        if not job.schedule_config or not job.enabled:
+        if not (job.schedule_config or job.schedules) or not job.enabled:
             return []
-        return self.preview(
+        return await self.preview(
             job.schedule_config,
             job.timezone,
             after=self._clock(),
             count=count,
             created_at=job.created_at,
+            schedules=job.schedules,
         )
 
-    def preview(
+    async def preview(
         self,
-        schedule_config: dict[str, Any],
+        schedule_config: dict[str, Any] | None,
         timezone: str,
         *,
         after: datetime | None = None,
         count: int = 10,
         created_at: datetime | None = None,
+        schedules: list[dict[str, Any]] | None = None,
     ) -> list[FireTime]:
-        errors = validate_schedule_config(schedule_config)
+        """The next ``count`` fires of the schedules, merged and named by source; fires a
+        business calendar excludes are included, flagged (they do not run)."""
+        errors = validate_schedule_config(schedule_config) + validate_schedules(
+            schedules, schedule_config
+        )
+        if schedule_config is None and not schedules:
+            errors.append(FieldError("schedule_config", "give schedule_config or schedules"))
         if not is_valid_timezone(timezone):
             errors.append(FieldError("timezone", f"unknown IANA timezone {timezone!r}"))
         if not 1 <= count <= MAX_PREVIEW:
@@ -151,20 +182,71 @@ class JobService:
         if errors:
             raise ConfigurationError(errors)
         start = after or self._clock()
-        schedule = build_schedule(schedule_config, timezone, created_at=created_at or start)
+        calendars = await self._resolve_calendars(schedule_config, schedules)
+        schedule = build_job_schedule(
+            timezone,
+            schedule_config,
+            schedules,
+            created_at=created_at or start,
+            calendars=calendars,
+        )
         return upcoming(schedule, start, count)
 
-    def _next_fire(self, job: JobDefinition, now: datetime) -> datetime | None:
-        if not job.enabled or not job.schedule_config:
+    async def schedule_of(self, job: JobDefinition) -> JobSchedule:
+        """The merged schedule of a stored job, with the calendars it excludes as they are
+        now."""
+        calendars = await self._resolve_calendars(job.schedule_config, job.schedules)
+        return build_job_schedule(
+            job.timezone,
+            job.schedule_config,
+            job.schedules,
+            created_at=job.created_at,
+            calendars=calendars,
+        )
+
+    async def _resolve_calendars(
+        self, schedule_config: dict[str, Any] | None, schedules: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        names = required_calendars(schedule_config, schedules)
+        return await self.calendars.resolve(names) if names else {}
+
+    async def _check_calendars(self, job: JobDefinition) -> None:
+        used = calendars_used(job.schedule_config, job.schedules)
+        if not used:
+            return
+        known = await self.calendars.resolve(name for _, name in used)
+        errors = [
+            FieldError(where, f"no calendar named {name!r} (see /api/v2/calendars)")
+            for where, name in used
+            if name not in known
+        ]
+        if errors:
+            raise ConfigurationError(errors)
+
+    async def _next_fire(self, job: JobDefinition, now: datetime) -> datetime | None:
+        if not job.enabled or not (job.schedule_config or job.schedules):
             return None
-        schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
-        fire = schedule.next_fire(now)
+        fire = safe_next(await self.schedule_of(job), now)
         return fire.at if fire is not None else None
 
 
 def _anchor_interval(job: JobDefinition, now: datetime) -> None:
-    """An interval without ``start_at`` is anchored at the moment it is stored; the anchor is
+    """An interval without ``start_at`` is anchored at the moment it is stored, a calendar
+    schedule without ``start_date`` at that day (in the job's timezone); the anchor is
     written into the schedule so every later evaluation (and the user) sees the same one."""
-    config = job.schedule_config
-    if config and config.get("type") == "interval" and not config.get("start_at"):
-        job.schedule_config = {**config, "start_at": now.isoformat()}
+    job.schedule_config = _anchored(job.schedule_config, job.timezone, now)
+    if job.schedules:
+        job.schedules = [
+            {**s, "schedule_config": _anchored(s.get("schedule_config"), job.timezone, now)}
+            for s in job.schedules
+        ]
+
+
+def _anchored(config: dict[str, Any] | None, timezone: str, now: datetime) -> dict[str, Any] | None:
+    if not config:
+        return config
+    if config.get("type") == "interval" and not config.get("start_at"):
+        return {**config, "start_at": now.isoformat()}
+    if config.get("type") == "calendar" and not config.get("start_date"):
+        return {**config, "start_date": to_local(now, timezone).date().isoformat()}
+    return config

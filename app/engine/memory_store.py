@@ -42,10 +42,11 @@ from app.domain.records import (
     storable_step,
 )
 from app.domain.timeutil import utc_now
+from app.engine.calendars import InMemoryCalendarStoreMixin
 from app.engine.ports import ExecutionPage, ExecutionQuery, ScheduledRun
 
 
-class InMemoryExecutionStore:
+class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
     def __init__(self, *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> None:
         self.max_output_chars = max_output_chars
         self._jobs: dict[str, JobExecutionResult] = {}

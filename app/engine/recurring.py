@@ -28,9 +28,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from app.domain.enums import JobStatus
-from app.domain.jobs import RUN_ALL_CAP, StoredJob, schedule_policies
+from app.domain.job_schedule import fired_by
+from app.domain.jobs import RUN_ALL_CAP, StoredJob, job_policies
 from app.domain.records import TRIGGER_SCHEDULE, DuplicateScheduledRunError, ScheduledRun
-from app.domain.schedules import build_schedule
 from app.domain.timeutil import utc_now
 from app.engine.ports import JobStore
 from app.engine.scheduler import DueLoop
@@ -89,23 +89,35 @@ class RecurringScheduler(DueLoop):
     async def _fire_job(self, stored: StoredJob, now: datetime) -> None:
         job = stored.job
         first = stored.next_fire_at
-        assert first is not None and job.schedule_config is not None
-        schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
+        assert first is not None and self._engine.jobs is not None
+        schedule = await self._engine.jobs.schedule_of(job)
+        head = schedule.fire_at(first)
         fires = [first]
+        # Which schedule fired each instant, and the fires a business calendar excludes.
+        sources = {first: head.source if head else None}
+        excluded = {first: head.excluded_by} if head and head.excluded_by else {}
         following = schedule.next_fire(first)
         while following is not None and following.at <= now:
             if len(fires) >= MAX_FIRES_PER_EVALUATION:
                 break
             fires.append(following.at)
+            sources[following.at] = following.source
+            if following.excluded_by:
+                excluded[following.at] = following.excluded_by
             following = schedule.next_fire(following.at)
-        misfire, overlap = schedule_policies(job.schedule_config)
+        misfire, overlap = job_policies(job)
         # Executions of this job active before this evaluation (not the runs it adds).
         active = self._engine.active_execution_ids(job.job_id)
-        to_run, to_record = self._decide(fires, now, misfire)
+        for at, calendar in excluded.items():
+            await self._record(stored, at, f"excluded by calendar {calendar}", JobStatus.CANCELLED)
+        to_run, to_record = self._decide([f for f in fires if f not in excluded], now, misfire)
         for at, reason, status in to_record:
-            await self._record(stored, at, reason, status)
+            source = sources.get(at)
+            await self._record(
+                stored, at, f"{reason} (schedule {source})" if source else reason, status
+            )
         for at in to_run:
-            await self._run(stored, at, overlap, active)
+            await self._run(fired_by(stored, sources.get(at)), at, overlap, active)
         moved = await self._jobs.advance_job(
             job.job_id,
             expected_next_fire_at=first,

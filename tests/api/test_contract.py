@@ -31,6 +31,8 @@ OPERATION_IDS = {
     ("patch", "/api/v2/jobs/{job_id}"): "update_job",
     ("delete", "/api/v2/jobs/{job_id}"): "delete_job",
     ("post", "/api/v2/jobs/{job_id}/enable"): "enable_job",
+    ("post", "/api/v2/jobs/{job_id}/schedules/{name}/enable"): "enable_job_schedule",
+    ("post", "/api/v2/jobs/{job_id}/schedules/{name}/disable"): "disable_job_schedule",
     ("post", "/api/v2/jobs/{job_id}/disable"): "disable_job",
     ("post", "/api/v2/jobs/{job_id}/run"): "run_job",
     ("get", "/api/v2/jobs/{job_id}/next-runs"): "get_next_runs",

@@ -268,3 +268,73 @@ async def test_two_replicas_fire_each_time_once(tmp_path: Path, clock: Clock, pr
     finally:
         for eng in engines:
             await eng.stop()
+
+
+# -- several schedules per job ---------------------------------------------------------
+def job_with(schedules: list[dict[str, Any]], **fields: Any) -> JobDefinition:
+    return JobDefinition(
+        job_id="multi",
+        job_name="multi",
+        timezone="Europe/London",
+        steps=[{"step_id": "a", "type": "probe"}],
+        schedules=schedules,
+        **fields,
+    )
+
+
+async def test_two_schedules_that_coincide_fire_once_and_name_their_source(
+    engine: NewExecutionEngine, clock: Clock
+) -> None:
+    assert engine.jobs is not None
+    clock.now = datetime(2026, 1, 4, 12, 0, tzinfo=UTC)  # a Sunday
+    await engine.jobs.create(
+        job_with(
+            [
+                {"name": "mondays", "schedule_config": {"type": "cron", "expression": "0 9 * * 1"}},
+                {
+                    "name": "weekdays",
+                    "schedule_config": {
+                        "type": "calendar",
+                        "frequency": "weekly",
+                        "weekdays": ["monday", "tuesday"],
+                        "at": "09:00",
+                    },
+                },
+            ]
+        )
+    )
+    clock.now = datetime(2026, 1, 5, 9, 0, 1, tzinfo=UTC)  # Monday 09:00: both fire
+    runs = await settle(engine, "multi", 1)
+    assert [(r.metadata["scheduled_for"], r.metadata["schedule_name"]) for r in runs] == [
+        ("2026-01-05T09:00:00+00:00", "mondays")
+    ]
+    clock.now = datetime(2026, 1, 6, 9, 0, 1, tzinfo=UTC)  # Tuesday: only "weekdays"
+    runs = await settle(engine, "multi", 2)
+    assert [r.metadata["schedule_name"] for r in runs] == ["mondays", "weekdays"]
+    assert len({r.metadata["scheduled_for"] for r in runs}) == 2
+
+
+async def test_one_schedule_disabled_the_other_keeps_firing(
+    engine: NewExecutionEngine, clock: Clock
+) -> None:
+    assert engine.jobs is not None
+    clock.now = datetime(2026, 1, 4, 12, 0, tzinfo=UTC)
+    await engine.jobs.create(
+        job_with(
+            [
+                {"name": "early", "schedule_config": {"type": "cron", "expression": "0 8 * * *"}},
+                {"name": "late", "schedule_config": {"type": "cron", "expression": "0 20 * * *"}},
+            ]
+        )
+    )
+    stored = await engine.jobs.set_schedule_enabled("multi", "late", False)
+    assert stored.next_fire_at == datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    again = await engine.jobs.set_schedule_enabled("multi", "late", False)
+    assert again.version == stored.version  # idempotent: no new version
+    clock.now = datetime(2026, 1, 5, 8, 0, 1, tzinfo=UTC)
+    runs = await settle(engine, "multi", 1)
+    assert [r.metadata["schedule_name"] for r in runs] == ["early"]
+    assert (await engine.jobs.get("multi")).next_fire_at == datetime(2026, 1, 6, 8, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 1, 6, 8, 10, tzinfo=UTC)  # ten minutes late: recorded missed
+    runs = await settle(engine, "multi", 2)
+    assert runs[1].error_message.endswith("(schedule early)")
