@@ -28,6 +28,7 @@ from app.api.openapi import API_DESCRIPTION, SWAGGER_UI_PARAMETERS, TAGS_METADAT
 from app.api.security import install_security
 from app.api.service import ModernJobAPI
 from app.api.wiring import include_routes
+from app.console import install_console
 from app.settings import Settings
 
 API_VERSION = "2.0.0"
@@ -77,5 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handling(app, max_body_bytes=settings.max_body_bytes)
     include_routes(app)
     app.include_router(metrics_router)
+    secret = settings.console_secret
+    install_console(app, secret=secret.get_secret_value() if secret else None)
     install_openapi(app)
     return app

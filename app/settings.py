@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/jobscheduler.db"
@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Executions started per API key (open mode: per client address) "
         "per minute; 0 turns the limit off.",
+    )
+    console_secret: SecretStr | None = Field(
+        None,
+        description="Signs the console's session cookies; set the same value on every "
+        "replica. Unset: a random one per process (sessions end at restart).",
     )
 
     # -- observability (README "Notifications and metrics") ----------------------------------

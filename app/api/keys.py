@@ -140,6 +140,10 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def find(self, key_id: str) -> ApiKey | None:
+        """The configured key with this id (console sessions name their key by id)."""
+        return next((key for key in self._keys if key.id == key_id), None)
+
     def authenticate(self, presented: str) -> ApiKey | None:
         digest = key_digest(presented).encode()
         found: ApiKey | None = None

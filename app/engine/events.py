@@ -136,9 +136,9 @@ class ExecutionEventHub:
         seen = after
         while True:
             waiter = channel.changed
-            for event in channel.events[seen:]:
-                yield event
-            seen = max(seen, len(channel.events))
+            while seen < len(channel.events):  # also those added while we yielded
+                seen += 1
+                yield channel.events[seen - 1]
             if channel.ended:
                 return
             try:
