@@ -226,7 +226,7 @@ async def run_job(
     identity = f"key {viewer.key.id!r}" if viewer.key else f"client {client}"
     ticket = security.limiter.acquire(identity)
     try:
-        execution_id = await console.run_now(job_id, viewer.requested_by)
+        execution_id = await console.run_now(job_id, viewer.key)
     except Exception:
         security.limiter.refund(ticket)
         raise

@@ -5,12 +5,16 @@ database directly."""
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
 from app.api.jobs_schemas import FireTimeRead, JobPageRead, JobRead, SchedulePreviewCreate
+from app.api.keys import ApiKey
 from app.api.schemas import EngineStatusRead, ExecutionRead
 from app.api.service import ModernJobAPI
 from app.domain.enums import JobStatus
@@ -150,10 +154,10 @@ class ConsoleService:
             history_cursor=history.next_cursor,
         )
 
-    async def run_now(self, job_id: str, requested_by: str | None) -> str:
+    async def run_now(self, job_id: str, key: ApiKey | None) -> str:
         """Run a stored job now (as ``POST .../run?wait=false``); its execution id."""
         started = await self.jobs.run(
-            job_id, requested_by=requested_by, wait=False, status_url=console_execution_url
+            job_id, None, key=key, wait=False, status_url=console_execution_url
         )
         return started.execution_id
 
@@ -176,7 +180,7 @@ class ConsoleService:
             page = await self.jobs.list_jobs(JobQuery(enabled=True, limit=500, cursor=cursor))
             for job in page.items:
                 scanned += 1
-                found = self._fires(job, start, end)
+                found = await self._fires(job, start, end)
                 if found:
                     zones.add(job.timezone)
                     names.append(job.job_id)
@@ -200,20 +204,17 @@ class ConsoleService:
             jobs=names,
         )
 
-    def _fires(self, job: JobRead, start: datetime, end: datetime) -> list[FireTimeRead]:
-        if not job.schedule_config:
+    async def _fires(self, job: JobRead, start: datetime, end: datetime) -> list[FireTimeRead]:
+        if not (job.schedule_config or job.schedules):
             return []
-        preview = SchedulePreviewCreate(
-            schedule_config=job.schedule_config,
-            timezone=job.timezone,
-            after=(start - timedelta(microseconds=1)).isoformat(),
-            count=UPCOMING_PER_JOB,
-        )
+        body = job.model_dump(mode="json", include={"schedule_config", "schedules", "timezone"})
+        body.update(after=(start - timedelta(microseconds=1)).isoformat(), count=UPCOMING_PER_JOB)
         try:
-            found = self.jobs.preview(preview).runs
-        except ConfigurationError:
+            preview = SchedulePreviewCreate.model_validate_json(json.dumps(body))
+            found = (await self.jobs.preview(preview)).runs
+        except (ConfigurationError, ValidationError):
             return []
-        return [f for f in found if start <= f.at_utc < end]
+        return [f for f in found if start <= f.at_utc < end and not f.excluded_by]
 
 
 def console_execution_url(execution_id: str) -> str:

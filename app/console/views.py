@@ -39,9 +39,11 @@ def seconds(value: float | None) -> str:
     return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def schedule_text(config: dict[str, Any] | None) -> str:
+def schedule_text(config: Any) -> str:
     """The schedule as written: a cron expression, an interval, a single time."""
-    if not config:
+    if hasattr(config, "model_dump"):  # the API's typed schedule_config
+        config = config.model_dump(mode="json", exclude_none=True)
+    if not isinstance(config, dict) or not config:
         return "no schedule"
     kind = config.get("type")
     if kind == "cron":

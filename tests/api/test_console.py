@@ -109,6 +109,9 @@ async def test_jobs_page_shows_next_fire_in_local_and_utc(client: httpx.AsyncCli
     utc = job["next_fire_at"][:19].replace("T", " ")
     assert local in row.group() and f"{utc} UTC" in row.group()
     assert "Run now" in row.group() and "Disable" in row.group()
+    # The schedule in words (as the API describes it) beside the expression.
+    assert job["schedule_description"] == "At 02:30 every day, America/New_York"
+    assert job["schedule_description"] in row.group() and "<code>30 2 * * *</code>" in row.group()
 
 
 async def test_jobs_pagination_follows_the_cursor(client: httpx.AsyncClient) -> None:

@@ -118,6 +118,7 @@ def test_jobs_created_through_the_api_are_listed_with_their_next_fire(
         expect(row.locator(".next-local")).to_contain_text("02:30:00")
         expect(row.locator(".next-utc")).to_contain_text(job["next_fire_at"][:16].replace("T", " "))
         expect(row).to_contain_text("30 2 * * 1-5")
+        expect(row.locator(".schedule")).to_contain_text(job["schedule_description"])
     session.shot("jobs")
     page.set_viewport_size(PHONE)
     expect(page.locator(f'tr[data-job="{ids[0]}"] .next-local')).to_be_visible()
