@@ -26,6 +26,10 @@ TAGS_METADATA: list[dict[str, Any]] = [
     {"name": "jobs", "description": "Run a job now or at a set time."},
     {"name": "executions", "description": "Follow and cancel executions."},
     {"name": "engine", "description": "Engine status and the step types it runs."},
+    {
+        "name": "calendars",
+        "description": "Business calendars (holiday lists) that schedules skip or move around.",
+    },
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api.calendar_routes import calendars_router
 from app.api.deps import load_api_keys, load_settings
 from app.api.errors import install_problem_handling
 from app.api.events_routes import events_router
@@ -28,6 +29,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(v2_router)
     app.include_router(events_router)
     app.include_router(jobs_router)
+    app.include_router(calendars_router)
     app.include_router(health_router)
 
 

@@ -19,7 +19,7 @@ from app.domain.business_calendars import (
     CalendarNotFoundError,
     calendar_problems,
 )
-from app.domain.errors import ConfigurationError
+from app.domain.errors import ConfigurationError, FieldError
 from app.domain.jobs import JobQuery
 from app.domain.schedule_config import calendars_used
 from app.engine.ports import JobStore
@@ -98,6 +98,8 @@ class CalendarService:
         return await _store(self._store).list_calendars()
 
     async def replace(self, name: str, data: dict[str, Any]) -> BusinessCalendar:
+        if data.get("name") not in (None, name):
+            raise ConfigurationError([FieldError("name", "must match the name in the path")])
         calendar = _parse({**data, "name": name})
         if not await _store(self._store).replace_calendar(calendar):
             raise CalendarNotFoundError(name)

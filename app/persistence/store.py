@@ -44,6 +44,7 @@ from app.domain.records import (
     storable_job,
     storable_step,
 )
+from app.persistence.calendar_store import SqlCalendarStoreMixin
 from app.persistence.convert import (
     dump_json,
     fit,
@@ -100,7 +101,7 @@ class SchemaMissingError(ExecutionEngineError):
         )
 
 
-class SqlExecutionStore(SqlJobStoreMixin):
+class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
     """Durable record of executions, scheduled work and stored job definitions in a SQL
     database."""
 

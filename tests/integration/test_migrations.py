@@ -27,7 +27,13 @@ from tests.conftest import drop_pg_database, make_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
-TABLES = {"job_executions_v2", "step_executions_v2", "scheduled_runs_v2", "jobs_v2"}
+TABLES = {
+    "job_executions_v2",
+    "step_executions_v2",
+    "scheduled_runs_v2",
+    "jobs_v2",
+    "calendars_v2",
+}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from app.domain import JobDefinition, JobStatus
+from app.domain.business_calendars import CalendarInUseError
 from app.domain.records import ExecutionQuery
 from app.engine import InMemoryExecutionStore, NewExecutionEngine
 from app.persistence import SqlExecutionStore, upgrade_to_head
@@ -338,3 +339,62 @@ async def test_one_schedule_disabled_the_other_keeps_firing(
     clock.now = datetime(2026, 1, 6, 8, 10, tzinfo=UTC)  # ten minutes late: recorded missed
     runs = await settle(engine, "multi", 2)
     assert runs[1].error_message.endswith("(schedule early)")
+
+
+# -- business calendars ---------------------------------------------------------------------
+async def test_a_bank_holiday_is_skipped_and_recorded(
+    engine: NewExecutionEngine, clock: Clock
+) -> None:
+    assert engine.jobs is not None
+    clock.now = datetime(2026, 12, 23, 12, 0, tzinfo=UTC)
+    await engine.jobs.calendars.create({"name": "uk", "country": "GB", "subdivision": "ENG"})
+    stored = await engine.jobs.create(
+        JobDefinition(
+            job_id="daily",
+            job_name="daily",
+            timezone="Europe/London",
+            steps=[{"step_id": "a", "type": "probe"}],
+            schedule_config={
+                "type": "cron",
+                "expression": "0 9 * * 1-5",
+                "exclude": {"calendar": "uk"},
+            },
+        )
+    )
+    assert stored.next_fire_at == datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 12, 24, 9, 0, 1, tzinfo=UTC)
+    await settle(engine, "daily", 1)
+    # Christmas Day (Friday) is excluded: recorded, not run; Monday 28 (Boxing Day observed) too.
+    clock.now = datetime(2026, 12, 25, 9, 0, 1, tzinfo=UTC)
+    runs = await settle(engine, "daily", 2)
+    assert runs[1].error_message == "excluded by calendar uk"
+    assert runs[1].metadata["scheduled_for"] == "2026-12-25T09:00:00+00:00"
+    assert (await engine.jobs.get("daily")).next_fire_at == datetime(2026, 12, 28, 9, tzinfo=UTC)
+    with pytest.raises(CalendarInUseError):
+        await engine.jobs.calendars.delete("uk")
+
+
+async def test_a_bank_holiday_fire_moves_to_the_next_business_day(
+    engine: NewExecutionEngine, clock: Clock
+) -> None:
+    assert engine.jobs is not None
+    clock.now = datetime(2026, 12, 20, 12, 0, tzinfo=UTC)
+    await engine.jobs.calendars.create({"name": "xmas", "dates": ["2026-12-25", "2026-12-28"]})
+    await engine.jobs.create(
+        JobDefinition(
+            job_id="xmas",
+            job_name="xmas",
+            timezone="Europe/London",
+            steps=[{"step_id": "a", "type": "probe"}],
+            schedule_config={
+                "type": "cron",
+                "expression": "0 9 25 12 *",
+                "exclude": {"calendar": "xmas", "on_excluded": "next_business_day"},
+            },
+        )
+    )
+    assert (await engine.jobs.get("xmas")).next_fire_at == datetime(2026, 12, 29, 9, tzinfo=UTC)
+    clock.now = datetime(2026, 12, 29, 9, 0, 1, tzinfo=UTC)
+    runs = await settle(engine, "xmas", 1)
+    assert [r.metadata["scheduled_for"] for r in runs] == ["2026-12-29T09:00:00+00:00"]
+    assert runs[0].status is JobStatus.SUCCESS
