@@ -11,11 +11,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from app.api.dependencies import JobAPIDep, StoredJobsDep
 from app.api.errors import problem_responses
 from app.api.jobs_schemas import (
     EXAMPLE_RECURRING_JOB,
+    BackfillCreate,
+    BackfillRead,
     ExecutionPageRead,
     JobPageRead,
     JobPatch,
@@ -350,6 +353,54 @@ async def run_job(
     if isinstance(result, ExecutionAcceptedRead):
         return accepted_response(result)
     return execution_response(result)
+
+
+@jobs_router.post(
+    "/jobs/{job_id}/backfill",
+    tags=["schedules"],
+    summary="Run a stored job for each fire of its schedule in a range",
+    description="Makes one run per fire of the job's schedule between `from` and `to`, each "
+    "with that fire's `scheduled_for` and `logical_date` (run tokens). Runs are keyed by "
+    "(job_id, scheduled_for): with `only_missing` (default) a fire that already has a run is "
+    "left out, so repeating a backfill makes nothing new. The runs wait in the job's "
+    "timezone queue (at most its concurrency at a time, in fire order). 202 with the runs "
+    "made; 200 when there is nothing to run or with `dry_run`, which creates nothing. A "
+    "range of more than 10,000 fires, more runs than `max_runs`, or `to` before `from` is a "
+    "400.",
+    response_model=BackfillRead,
+    responses={
+        202: {"model": BackfillRead, "description": "The runs were made."},
+        404: _404,
+        **problem_responses(400, 403, 413, 500, 503),
+    },
+)
+async def backfill_job(
+    job_id: JobId,
+    body: Annotated[
+        BackfillCreate,
+        Body(
+            openapi_examples={
+                "week": {
+                    "summary": "Every fire of a week, skipping those that ran",
+                    "value": {"from": "2026-11-23", "to": "2026-11-29", "only_missing": True},
+                },
+                "dry": {
+                    "summary": "What would run, without running it",
+                    "value": {
+                        "from": "2026-11-01T00:00:00Z",
+                        "to": "2026-11-30T23:59:59Z",
+                        "dry_run": True,
+                    },
+                },
+            }
+        ),
+    ],
+    key: ExecutionKey,
+    jobs: StoredJobsDep,
+) -> Response:
+    plan = await jobs.backfill(job_id, body, requested_by=key_id(key))
+    made = plan.runs and not plan.dry_run
+    return JSONResponse(plan.model_dump(mode="json"), status_code=202 if made else 200)
 
 
 @jobs_router.get(

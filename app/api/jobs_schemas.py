@@ -22,6 +22,7 @@ from app.domain.jobs import StoredJob, job_policies
 from app.domain.models import JobExecutionResult
 from app.domain.schedules import FireTime
 from app.domain.timeutil import to_local
+from app.engine.backfill import BackfillPlan, BackfillRun
 
 EXAMPLE_RECURRING_JOB: dict[str, Any] = {
     **EXAMPLE_JOB,
@@ -321,3 +322,86 @@ class RunCreate(BaseModel):
         description="`allow`: run even while the job runs, whatever its overlap_policy "
         "(needs a key with the `admin` scope).",
     )
+
+
+class BackfillCreate(BaseModel):
+    """The range of fires of a stored job's schedule to run."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {"from": "2026-11-23", "to": "2026-11-29", "max_runs": 100, "only_missing": True},
+                {"from": "2026-11-23T00:00:00Z", "to": "2026-11-29T23:59:59Z", "dry_run": True},
+            ]
+        },
+    )
+
+    start: str = Field(
+        alias="from",
+        min_length=1,
+        max_length=64,
+        description="First instant of the range (ISO 8601 with an offset), or a date "
+        "YYYY-MM-DD in the job's timezone (from its midnight).",
+    )
+    end: str = Field(
+        alias="to",
+        min_length=1,
+        max_length=64,
+        description="Last instant of the range (inclusive), or a date in the job's timezone "
+        "(the whole day). Before `from`: a 400.",
+    )
+    max_runs: int = Field(
+        100, ge=1, le=10_000, description="More runs to make than this is a 400 (nothing made)."
+    )
+    only_missing: bool = Field(
+        True,
+        description="Skip fires that already have a run (one that ran or is still to run); "
+        "false runs every fire again.",
+    )
+    dry_run: bool = Field(False, description="Answer what would run, creating nothing.")
+
+
+class BackfillRunRead(BaseModel):
+    """One fire of a backfill."""
+
+    scheduled_for: datetime = Field(description="The fire's instant (UTC).")
+    scheduled_for_local: datetime = Field(description="The same in the job's timezone.")
+    logical_date: str = Field(description="The fire's date in the job's timezone.")
+    execution_id: str | None = Field(None, description="The run made for it (null: dry run).")
+
+
+class BackfillRead(BaseModel):
+    """What a backfill runs (or, dry, would run)."""
+
+    job_id: str
+    timezone: str
+    dry_run: bool
+    start: datetime = Field(description="The range's first instant.")
+    end: datetime = Field(description="The range's end (exclusive).")
+    runs: list[BackfillRunRead] = Field(description="The runs made (or to make), in fire order.")
+    already_ran: list[BackfillRunRead] = Field(
+        description="Fires of the range left out because they have a run (only_missing)."
+    )
+
+    @classmethod
+    def of(cls, plan: BackfillPlan) -> BackfillRead:
+        def run(r: BackfillRun) -> BackfillRunRead:
+            return BackfillRunRead(
+                scheduled_for=r.fire.at,
+                scheduled_for_local=r.fire.local,
+                logical_date=r.logical_date,
+                execution_id=r.execution_id,
+            )
+
+        return cls(
+            job_id=plan.job_id,
+            timezone=plan.timezone,
+            dry_run=plan.dry_run,
+            start=plan.start,
+            end=plan.end,
+            runs=[run(r) for r in plan.runs],
+            already_ran=[run(r) for r in plan.already_ran],
+        )

@@ -11,6 +11,8 @@ from datetime import datetime
 from app.api.errors import PermissionDeniedError
 from app.api.job_input import JobInput, JobParser
 from app.api.jobs_schemas import (
+    BackfillCreate,
+    BackfillRead,
     FireTimeRead,
     JobPageRead,
     JobPatch,
@@ -27,6 +29,7 @@ from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldEr
 from app.domain.jobs import JobQuery, StoredJob
 from app.domain.models import JobDefinition
 from app.domain.timeutil import parse_iso
+from app.engine.backfill import BackfillRequest, backfill
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService
 from app.engine.manual import RunRequest
@@ -150,6 +153,22 @@ class StoredJobService:
             job_id, name, enabled, expected_version=expected_version
         )
         return await self._read(stored)
+
+    async def backfill(
+        self, job_id: str, body: BackfillCreate, *, requested_by: str | None
+    ) -> BackfillRead:
+        """Run the job for each fire of its schedule in a range (``app.engine.backfill``)."""
+        stored = await self._jobs.get(job_id)
+        self._parser.check_connection_access(stored.job, requested_by)
+        request = BackfillRequest(
+            start=body.start,
+            end=body.end,
+            max_runs=body.max_runs,
+            only_missing=body.only_missing,
+            dry_run=body.dry_run,
+        )
+        plan = await backfill(self._engine, stored, request, requested_by=requested_by)
+        return BackfillRead.of(plan)
 
     async def next_runs(self, job_id: str, count: int) -> NextRunsRead:
         job = (await self._jobs.get(job_id)).job

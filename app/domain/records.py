@@ -27,6 +27,7 @@ TRIGGER_NOW = "now"  # execute_job_now / execute endpoint
 TRIGGER_QUEUED = "queued"  # add_immediate_job: waits in its timezone queue
 TRIGGER_SCHEDULED = "scheduled"  # schedule_job: one-off at a set time
 TRIGGER_SCHEDULE = "schedule"  # fired by a recurring schedule_config
+TRIGGER_BACKFILL = "backfill"  # a past fire of the schedule, run on request (backfill)
 
 #: Output kept per step; longer output is cut and flagged (``output_truncated``).
 DEFAULT_MAX_OUTPUT_CHARS = 1_000_000
@@ -49,10 +50,19 @@ class ScheduledRun:
     trigger: str = TRIGGER_SCHEDULED
     attempt: int = 0
     requested_by: str | None = None
+    #: Keyed by (job_id, scheduled_for): at most one such run per fire. Default: the runs
+    #: a recurring schedule fires; a backfill's new runs are keyed too, its re-runs not.
+    keyed: bool | None = None
 
     @property
     def timezone(self) -> str:
         return self.job.timezone
+
+    @property
+    def fire_key(self) -> datetime | None:
+        """``scheduled_for`` when the run is keyed by its fire, else None."""
+        keyed = self.trigger == TRIGGER_SCHEDULE if self.keyed is None else self.keyed
+        return self.scheduled_for if keyed else None
 
 
 @dataclass

@@ -32,7 +32,6 @@ from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionRe
 from app.domain.records import (
     CANCELLED_BEFORE_START,
     DEFAULT_MAX_OUTPUT_CHARS,
-    TRIGGER_SCHEDULE,
     DuplicateScheduledRunError,
     check_limit,
     decode_cursor,
@@ -41,7 +40,7 @@ from app.domain.records import (
     storable_job,
     storable_step,
 )
-from app.domain.timeutil import utc_now
+from app.domain.timeutil import parse_iso, utc_now
 from app.engine.calendars import InMemoryCalendarStoreMixin
 from app.engine.ports import ExecutionPage, ExecutionQuery, ScheduledRun
 
@@ -161,7 +160,7 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
         stored = copy.deepcopy(run)
         stored.scheduled_for = run.scheduled_for.astimezone(UTC)
         fire = (run.job.job_id, stored.scheduled_for)
-        if run.trigger == TRIGGER_SCHEDULE:
+        if run.fire_key is not None:
             if fire in self._fires:
                 raise DuplicateScheduledRunError(run.job.job_id, run.scheduled_for)
             self._fires.add(fire)
@@ -174,6 +173,15 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
         )
         self._runs[run.execution_id] = stored
         heapq.heappush(self._heap, (stored.scheduled_for, run.execution_id))
+
+    async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
+        out: set[datetime] = set()
+        for job in self._jobs.values():
+            at = job.metadata.get("scheduled_for") if job.job_id == job_id else None
+            ran = job.start_time is not None or not job.status.is_terminal
+            if isinstance(at, str) and ran and start <= (when := parse_iso(at)) < end:
+                out.add(when.astimezone(UTC))
+        return out
 
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         out: list[ScheduledRun] = []

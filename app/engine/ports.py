@@ -85,6 +85,10 @@ class ExecutionStore(Protocol):
     async def add_scheduled_run(self, run: ScheduledRun) -> None:
         """Persist a run waiting for its time (also records it PENDING in the history)."""
 
+    async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
+        """``scheduled_for`` (UTC) in [start, end) of the executions of ``job_id`` that ran
+        or are still to run (not those recorded missed or cancelled before they started)."""
+
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         """Unclaimed runs with ``scheduled_for <= until``, earliest first."""
 

@@ -44,6 +44,7 @@ _STEP_NAMESPACE = uuid.UUID("1f0e4a36-5b0c-4f7e-9a59-7d1b2f0c9e11")
 
 TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_terminal)
 IN_FLIGHT_STATUSES = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
+_TO_RUN = (JobStatus.PENDING.value, *IN_FLIGHT_STATUSES)
 
 
 def step_execution_id(execution_id: str, attempt: int, step_id: str, run: int = 0) -> str:
@@ -273,6 +274,16 @@ class ExecutionRepository(_Repository):
         for row in await self.session.scalars(stmt):
             out[row.execution_id].append(row)
         return out
+
+    async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
+        job = JobExecutionV2
+        stmt = select(job.scheduled_for).where(
+            job.job_id == job_id,
+            job.scheduled_for >= start,
+            job.scheduled_for < end,
+            or_(job.start_time.is_not(None), job.status.in_(_TO_RUN)),
+        )
+        return {at for at in await self.session.scalars(stmt) if at is not None}
 
     async def page(
         self,

@@ -32,7 +32,6 @@ from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionRe
 from app.domain.records import (
     CANCELLED_BEFORE_START,
     DEFAULT_MAX_OUTPUT_CHARS,
-    TRIGGER_SCHEDULE,
     DuplicateScheduledRunError,
     ExecutionPage,
     ExecutionQuery,
@@ -309,7 +308,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
         transaction. A second run fired by a recurring schedule for the same job and time
         raises ``DuplicateScheduledRunError`` and writes nothing."""
         definition = dump_json(run.job.to_dict())
-        schedule_key = run.scheduled_for if run.trigger == TRIGGER_SCHEDULE else None
+        schedule_key = run.fire_key
         try:
             async with self._write() as session:
                 values = self._pending_values(
@@ -340,6 +339,12 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
                             run.job.job_id, run.scheduled_for
                         ) from None
             raise
+
+    async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
+        """``scheduled_for`` (UTC) in [start, end) of the executions of ``job_id`` that ran
+        or are still to run (not those recorded missed or cancelled before they started)."""
+        async with self._read() as session:
+            return await ExecutionRepository(session).fires_with_runs(job_id, start, end)
 
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         """Unclaimed runs with ``scheduled_for <= until``, earliest first."""

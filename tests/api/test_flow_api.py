@@ -4,7 +4,6 @@ step, logical date, overlap)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 JOBS = "/api/v2/jobs"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pg_database() -> Iterator[str]:
     name, url = make_pg_database()
     try:
@@ -60,6 +59,7 @@ async def client(history_url: str, work_url: str) -> AsyncIterator[httpx.AsyncCl
         api_keys=ENTRIES,
         connections={"work": work_url},
         max_steps_per_job=10,
+        queue_max_concurrent=2,
     )
     app: FastAPI = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -311,4 +311,142 @@ async def test_a_manual_run_follows_the_overlap_policy_unless_an_admin_allows(
         await client.get(f"/api/v2/executions/{second.json()['execution_id']}", headers=RUNNER)
     ).json()
     assert allowed["metadata"]["overlap"] == "allow"
-    assert await asyncio.sleep(0, result=True)
+
+
+def nightly_london(job_id: str = "nightly") -> dict[str, Any]:
+    """A daily 02:30 Europe/London job that records the day it loads (a token bound as an SQL
+    parameter) and takes a moment, so runs let loose at once would overlap."""
+    return job(
+        job_id,
+        [
+            sql(
+                "load",
+                "INSERT INTO loads (day, due, execution) VALUES (:day, :due, :eid)",
+                parameters={
+                    "day": {"$from": "run.logical_date"},
+                    "due": {"$from": "run.scheduled_for"},
+                    "eid": {"$from": "run.execution_id"},
+                },
+            ),
+            sh("settle", "sleep 0.2"),
+        ],
+        timezone="Europe/London",
+        schedule_config={"type": "cron", "expression": "30 2 * * *"},
+    )
+
+
+async def test_a_week_of_backfill_across_the_dst_change_runs_each_day_once(
+    client: httpx.AsyncClient, work_url: str
+) -> None:
+    await admin_sql(work_url, "CREATE TABLE loads (day TEXT, due TEXT, execution TEXT)")
+    created = await client.post(JOBS, json=nightly_london(), headers=ADMIN)
+    assert created.status_code == 201, created.text
+    week = {"from": "2026-10-22", "to": "2026-10-28"}  # BST ends on Sunday the 25th
+
+    dry = await client.post(
+        f"{JOBS}/nightly/backfill", json={**week, "dry_run": True}, headers=RUNNER
+    )
+    assert dry.status_code == 200, dry.text
+    planned = dry.json()["runs"]
+    days = [f"2026-10-{d}" for d in range(22, 29)]
+    assert [r["logical_date"] for r in planned] == days
+    assert all(r["execution_id"] is None for r in planned)
+    due = [r["scheduled_for"] for r in planned]
+    assert due[2] == "2026-10-24T01:30:00Z" and due[3] == "2026-10-25T02:30:00Z"
+    assert {r["scheduled_for_local"][11:19] for r in planned} == {"02:30:00"}
+    listed = await client.get("/api/v2/executions", params={"job_id": "nightly"}, headers=RUNNER)
+    assert listed.json()["items"] == []  # a dry run makes nothing
+
+    made = await client.post(f"{JOBS}/nightly/backfill", json=week, headers=RUNNER)
+    assert made.status_code == 202, made.text
+    ids = [r["execution_id"] for r in made.json()["runs"]]
+    assert len(set(ids)) == 7 and made.json()["already_ran"] == []
+
+    async def finished() -> list[dict[str, Any]]:
+        got = await client.get(
+            "/api/v2/executions", params={"job_id": "nightly", "limit": 50}, headers=RUNNER
+        )
+        return [e for e in got.json()["items"] if e["status"] not in ("pending", "running")]
+
+    done = await wait_for(finished, lambda items: len(items) == 7, timeout=30)
+    assert {e["status"] for e in done} == {"success"}
+    assert {e["trigger"] for e in done} == {"backfill"}
+    assert {e["metadata"]["logical_date"] for e in done} == set(days)
+    status = (await client.get("/api/v2/execution/status", headers=RUNNER)).json()
+    assert 1 <= status["engine"]["peak_workers"] <= 2  # through the queue, two at a time
+
+    again = await client.post(f"{JOBS}/nightly/backfill", json=week, headers=RUNNER)
+    assert again.status_code == 200, again.text
+    assert again.json()["runs"] == [] and len(again.json()["already_ran"]) == 7
+    rows = await select_rows(work_url, "SELECT day, due FROM loads ORDER BY day")
+    assert [r[0] for r in rows] == days  # each logical date once
+    assert rows[3][1] == "2026-10-25T02:30:00Z"
+
+
+async def test_backfill_limits_are_400s(client: httpx.AsyncClient) -> None:
+    await client.post(JOBS, json=nightly_london(), headers=ADMIN)
+    minutely = {
+        **nightly_london("minutely"),
+        "schedule_config": {
+            "type": "interval",
+            "every_seconds": 60,
+            "start_at": "2026-01-01T00:00:00Z",
+        },
+    }
+    await client.post(JOBS, json=minutely, headers=ADMIN)
+    await client.post(JOBS, json=job("adhoc", [sh("a", "true")]), headers=ADMIN)
+    url = f"{JOBS}/nightly/backfill"
+
+    backwards = assert_problem(
+        await client.post(url, json={"from": "2026-10-28", "to": "2026-10-22"}, headers=RUNNER), 400
+    )
+    assert [e["field"] for e in backwards["errors"]] == ["to"]
+    naive = assert_problem(
+        await client.post(
+            url, json={"from": "2026-10-22T00:00:00", "to": "someday"}, headers=RUNNER
+        ),
+        400,
+    )
+    assert [e["field"] for e in naive["errors"]] == ["from", "to"]
+    too_many = assert_problem(
+        await client.post(
+            f"{JOBS}/minutely/backfill",
+            json={"from": "2026-10-01", "to": "2026-10-08"},
+            headers=RUNNER,
+        ),
+        400,
+    )
+    assert "more than 10000 fires" in too_many["errors"][0]["message"]
+    over = assert_problem(
+        await client.post(
+            url, json={"from": "2026-10-01", "to": "2026-10-31", "max_runs": 5}, headers=RUNNER
+        ),
+        400,
+    )
+    assert over["errors"][0]["field"] == "max_runs"
+    assert_problem(
+        await client.post(
+            f"{JOBS}/adhoc/backfill",
+            json={"from": "2026-10-01", "to": "2026-10-02"},
+            headers=RUNNER,
+        ),
+        400,
+    )
+    assert_problem(
+        await client.post(
+            f"{JOBS}/nope/backfill", json={"from": "2026-10-01", "to": "2026-10-02"}, headers=RUNNER
+        ),
+        404,
+    )
+    listed = await client.get("/api/v2/executions", headers=RUNNER)
+    # Nothing half made (the minutely job's own schedule fires, of course).
+    assert [e for e in listed.json()["items"] if e["trigger"] == "backfill"] == []
+
+
+async def select_rows(url: str, sql_text: str) -> list[Any]:
+    db = create_async_engine(url)
+    try:
+        async with db.connect() as conn:
+            return [tuple(r) for r in (await conn.execute(text(sql_text))).all()]
+    finally:
+        await db.dispose()
