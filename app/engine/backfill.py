@@ -16,9 +16,10 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from app.domain.errors import ConfigurationError, FieldError
+from app.domain.job_schedule import fired_by
 from app.domain.jobs import StoredJob
 from app.domain.records import TRIGGER_BACKFILL, DuplicateScheduledRunError, ScheduledRun
-from app.domain.schedules import FireTime, build_schedule
+from app.domain.schedules import FireTime, Schedule
 from app.domain.timeutil import get_zone, parse_iso, resolve_local
 
 if TYPE_CHECKING:
@@ -80,15 +81,14 @@ def _bound(value: str, timezone: str, name: str, *, end: bool) -> datetime:
     return instant + _TICK if end else instant
 
 
-def fires_in(stored: StoredJob, start: datetime, end: datetime) -> list[FireTime]:
-    """The job's fires in [start, end); more than ``MAX_BACKFILL_FIRES`` is a 400."""
-    job = stored.job
-    assert job.schedule_config is not None
-    schedule = build_schedule(job.schedule_config, job.timezone, created_at=job.created_at)
+def fires_in(schedule: Schedule, start: datetime, end: datetime) -> list[FireTime]:
+    """The fires of ``schedule`` in [start, end) that run (a fire a business calendar
+    excludes does not); more than ``MAX_BACKFILL_FIRES`` is a 400."""
     out: list[FireTime] = []
     cursor = start - _TICK
     while (fire := schedule.next_fire(cursor)) is not None and fire.at < end:
-        out.append(fire)
+        if fire.excluded_by is None:
+            out.append(fire)
         if len(out) > MAX_BACKFILL_FIRES:
             raise ConfigurationError(
                 [FieldError("to", f"the range has more than {MAX_BACKFILL_FIRES} fires")]
@@ -107,7 +107,7 @@ async def backfill(
     """Plan (``dry_run``) or create the runs of a backfill; every problem is one 400."""
     job = stored.job
     errors: list[FieldError] = []
-    if not job.schedule_config:
+    if not (job.schedule_config or job.schedules):
         errors.append(FieldError("job_id", f"job {job.job_id!r} has no schedule to backfill"))
     bounds: dict[str, datetime] = {}
     for name, value, is_end in (("from", request.start, False), ("to", request.end, True)):
@@ -124,8 +124,10 @@ async def backfill(
     start, end = bounds["from"], bounds["to"]
     zone = get_zone(job.timezone)
     plan = BackfillPlan(job.job_id, job.timezone, start, end, request.dry_run)
+    assert engine.jobs is not None  # a stored job: the store keeps job definitions
+    schedule = await engine.jobs.schedule_of(job)
     ran = await engine.store.fires_with_runs(job.job_id, start, end)
-    for fire in fires_in(stored, start, end):
+    for fire in fires_in(schedule, start, end):
         planned = BackfillRun(fire, fire.at.astimezone(zone).date().isoformat())
         (plan.already_ran if request.only_missing and fire.at in ran else plan.runs).append(planned)
     if len(plan.runs) > request.max_runs:
@@ -157,7 +159,7 @@ async def _add_run(
             await engine.store.add_scheduled_run(
                 ScheduledRun(
                     execution_id=execution_id,
-                    job=stored.job,
+                    job=fired_by(stored, fire.source).job,
                     scheduled_for=fire.at,
                     trigger=TRIGGER_BACKFILL,
                     requested_by=requested_by,

@@ -40,6 +40,7 @@ OPERATION_IDS = {
     ("delete", "/api/v2/calendars/{name}"): "delete_calendar",
     ("post", "/api/v2/jobs/{job_id}/disable"): "disable_job",
     ("post", "/api/v2/jobs/{job_id}/run"): "run_job",
+    ("post", "/api/v2/jobs/{job_id}/backfill"): "backfill_job",
     ("get", "/api/v2/jobs/{job_id}/next-runs"): "get_next_runs",
     ("post", "/api/v2/schedules/preview"): "preview_schedule",
     ("get", "/api/v2/executions"): "list_executions",
