@@ -55,13 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             await prepare_database(config)
             engine = build_engine(config)
-            await stack.enter_async_context(observability(app, engine, config))
+            observed = await stack.enter_async_context(observability(app, engine, config))
             api = ModernJobAPI(engine, settings=config)
             await api.start()
             freeze_startup_objects()
             # Runs on shutdown: running jobs get V2_SHUTDOWN_GRACE_SECONDS to finish, then
             # they are cancelled and recorded CANCELLED.
             stack.push_async_callback(api.stop)
+            observed.start()
+            stack.push_async_callback(observed.stop)
             app.state.job_api = api
             stack.callback(setattr, app.state, "job_api", None)
             yield

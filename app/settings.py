@@ -91,11 +91,51 @@ class Settings(BaseSettings):
     metrics_job_label_limit: int = Field(
         100, ge=0, description="Stored jobs that get a job_id label in the metrics."
     )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names, IP addresses and CIDR ranges webhooks may "
+        "call (checked at creation and, after resolving the name, at every delivery).",
+    )
+    notification_secrets: dict[str, str] = Field(
+        default_factory=dict, description="JSON: secret name -> HMAC secret of webhooks."
+    )
+    smtp_url: str | None = Field(
+        None, description="smtp://[user:password@]host[:port][?starttls=required] or smtps://."
+    )
+    smtp_from: str = Field("jobscheduler@localhost", description="From: of notification mail.")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    notification_max_attempts: int = Field(8, ge=1, le=100)
+    notification_retry_seconds: float = Field(
+        2.0, gt=0, description="First retry delay; doubled each attempt, with jitter."
+    )
+    console_url: str | None = Field(
+        None, description="Base URL of the console; notifications link to its executions."
+    )
+    failing_after: int = Field(
+        3, ge=1, description="A stored job whose last N runs failed has health 'failing'."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("V2_SMTP_URL must start with smtp:// or smtps://")
+        return value or None
 
     @field_validator("script_roots", mode="before")
     @classmethod

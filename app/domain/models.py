@@ -11,6 +11,7 @@ from typing import Any
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.flow import DEFAULT_MAX_STEP_RUNS, routing_errors
+from app.domain.notifications import validate_notifications
 from app.domain.schedule_config import validate_schedule_config, validate_schedules
 from app.domain.timeutil import is_valid_timezone, iso, parse_iso
 
@@ -72,6 +73,8 @@ class JobDefinition:
     max_step_runs: int = DEFAULT_MAX_STEP_RUNS
     #: Named schedules beside ``schedule_config``: ``{"name", "enabled", "schedule_config"}``.
     schedules: list[dict[str, Any]] | None = None
+    #: Notification rules (``app.domain.notifications``); not in the spec.
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> bool:
         """Validate job definition completeness and correctness.
@@ -115,6 +118,7 @@ class JobDefinition:
             errors.append(FieldError("retry_exponential_backoff", "must be a boolean"))
         errors.extend(validate_schedule_config(self.schedule_config))
         errors.extend(validate_schedules(self.schedules, self.schedule_config))
+        errors.extend(validate_notifications(self.notifications))
         if not isinstance(self.metadata, dict):
             errors.append(FieldError("metadata", "must be an object"))
         return errors
@@ -149,6 +153,8 @@ class JobDefinition:
             value = getattr(self, f.name)
             if f.name == "schedules" and value is None:
                 continue  # absent, as in definitions stored before named schedules existed
+            if f.name == "notifications" and not value:
+                continue  # not in the spec: only present when a job has rules
             if isinstance(value, datetime):
                 data[f.name] = iso(value)
             else:
@@ -171,9 +177,9 @@ class JobDefinition:
         for key in ("created_at", "updated_at"):
             if key in kwargs:
                 kwargs[key] = _parse_dt(kwargs[key], key)
-        for key in ("steps", "metadata"):
+        for key in ("steps", "metadata", "notifications"):
             if key in kwargs and kwargs[key] is None:
-                kwargs[key] = [] if key == "steps" else {}
+                kwargs[key] = {} if key == "metadata" else []
         return cls(**kwargs)
 
 

@@ -264,6 +264,14 @@ class NewExecutionEngine:
     def timezone_queues(self) -> list[TimezoneJobQueue]:
         return list(self._queues.values())
 
+    def live_job(self, execution_id: str) -> JobDefinition | None:
+        """The definition of an execution queued or running here, else None."""
+        execution = self._live.get(execution_id)
+        return execution.job if execution is not None else None
+
+    def running_executions(self) -> list[tuple[JobDefinition, JobExecutionResult]]:
+        return [(e.job, e.result) for e in self._running.values()]
+
     def fail(self, reason: str) -> None:
         """A background loop died: refuse new work and report unhealthy."""
         log.critical("engine failure: %s", reason)

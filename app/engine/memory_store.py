@@ -42,10 +42,11 @@ from app.domain.records import (
 )
 from app.domain.timeutil import parse_iso, utc_now
 from app.engine.calendars import InMemoryCalendarStoreMixin
+from app.engine.memory_outbox import MemoryOutboxMixin
 from app.engine.ports import ExecutionPage, ExecutionQuery, ScheduledRun
 
 
-class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
+class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
     def __init__(self, *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> None:
         self.max_output_chars = max_output_chars
         self._jobs: dict[str, JobExecutionResult] = {}
@@ -90,6 +91,7 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
         self._created[execution_id] = utc_now()
 
     async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
+        await self._finished_outbox(result)
         self._jobs[result.execution_id] = storable_job(result)
         self._created.setdefault(result.execution_id, utc_now())
         if result.status is not JobStatus.PENDING:
@@ -239,10 +241,12 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin):
     async def mark_missed(
         self, execution_id: str, reason: str, status: JobStatus = JobStatus.FAILED
     ) -> bool:
-        if self._runs.pop(execution_id, None) is None:
+        run = self._runs.pop(execution_id, None)
+        if run is None:
             return False
         self._drop_from_heap(execution_id)
         self._settle(execution_id, status, reason)
+        await self._missed_outbox(run.job, execution_id, run.scheduled_for, reason, status)
         return True
 
     async def requeue_claimed_runs(

@@ -12,7 +12,7 @@ for at most ``job_label_limit`` of them (the rest are counted under ``job_id="_o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -62,6 +62,7 @@ class EngineMetrics:
         engine: EngineView,
         *,
         job_label_limit: int = 100,
+        heartbeat: Callable[[], float | None] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self._job_label_limit = job_label_limit
@@ -114,7 +115,7 @@ class EngineMetrics:
             ("channel", "result"),
             registry=self.registry,
         )
-        self.registry.register(_EngineState(engine))
+        self.registry.register(_EngineState(engine, heartbeat))
 
     # -- EngineObserver --------------------------------------------------------------------
     def execution_finished(self, run: FinishedRun) -> None:
@@ -157,8 +158,9 @@ class EngineMetrics:
 class _EngineState(Collector):
     """Gauges read from the engine on every scrape."""
 
-    def __init__(self, engine: EngineView) -> None:
+    def __init__(self, engine: EngineView, heartbeat: Callable[[], float | None] | None) -> None:
         self._engine = engine
+        self._heartbeat = heartbeat
 
     def collect(self) -> Iterable[Metric]:
         engine = self._engine
@@ -197,3 +199,10 @@ class _EngineState(Collector):
             "1 while this node's engine runs and accepts work, else 0.",
             value=1.0 if engine.is_running else 0.0,
         )
+        if self._heartbeat is not None:
+            yield GaugeMetricFamily(
+                "jobscheduler_engine_heartbeat_timestamp_seconds",
+                "Unix time of this node's last successful pass over the database (its "
+                "notification outbox poll); 0 before the first.",
+                value=self._heartbeat() or 0.0,
+            )

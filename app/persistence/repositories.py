@@ -38,6 +38,7 @@ from app.persistence.models import (
     ScheduledRunV2,
     StepExecutionV2,
 )
+from app.persistence.outbox import outbox_insert
 
 # Namespace of step_execution_id = uuid5(namespace, "execution_id/attempt/step_id").
 _STEP_NAMESPACE = uuid.UUID("1f0e4a36-5b0c-4f7e-9a59-7d1b2f0c9e11")
@@ -58,8 +59,9 @@ _UPSERTS: dict[tuple[bool, str, tuple[str, ...]], Any] = {}
 
 #: Kinds of history write: "pending" (insert a PENDING job row unless it exists; "pending?"
 #: is the same returning the id when inserted), "job" (upsert a job row's state), "step"
-#: (upsert a step row), "started" (a scheduled run whose execution left PENDING is done).
-HISTORY_KINDS = ("pending", "job", "step", "started")
+#: (upsert a step row), "started" (a scheduled run whose execution left PENDING is done),
+#: "outbox" (a notification raised by the job row's state, ``app.persistence.outbox``).
+HISTORY_KINDS = ("pending", "job", "step", "started", "outbox")
 
 
 def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) -> Any:
@@ -108,6 +110,8 @@ def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) 
             index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id, table.c.run],
             set_={c: base.excluded[c] for c in columns if c not in keep},
         )
+    elif kind == "outbox":
+        stmt = outbox_insert(insert_, columns)
     else:
         raise ValueError(f"unknown history write {kind!r}")
     _UPSERTS[cache_key] = stmt

@@ -63,6 +63,7 @@ from app.persistence.models import (
     RUN_PENDING,
     JobExecutionV2,
 )
+from app.persistence.outbox import SqlOutboxMixin
 from app.persistence.repositories import (
     ExecutionRepository,
     ScheduledRunRepository,
@@ -100,7 +101,7 @@ class SchemaMissingError(ExecutionEngineError):
         )
 
 
-class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
+class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin):
     """Durable record of executions, scheduled work and stored job definitions in a SQL
     database."""
 
@@ -258,6 +259,10 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
             job.metadata.get("trigger") not in _UNSCHEDULED_TRIGGERS
         ):
             await self._submit(("started", eid), "started", started_params(eid), False)
+        # Notifications of a terminal state: queued just before the job row, so both are
+        # written in one batch transaction (nothing awaits in between).
+        for outbox in await self._finished_outbox(result):
+            await self._submit(("outbox", outbox["delivery_id"]), "outbox", outbox, False)
         await self._submit(("job", eid), "job", params, durable)
 
     async def record_step(
@@ -401,9 +406,11 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin):
                 execution_id, run_status, from_statuses=(RUN_PENDING,)
             )
             if taken:
-                await ExecutionRepository(session).settle(
+                settled = await ExecutionRepository(session).settle(
                     execution_id, status, reason, from_statuses=(JobStatus.PENDING.value,)
                 )
+                if settled is not None and run_status == RUN_DONE:  # missed or skipped
+                    await self._missed_outbox(session, settled, reason)
         return taken
 
     async def count_scheduled_runs(self, limit: int | None = None) -> int:

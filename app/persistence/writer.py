@@ -32,7 +32,7 @@ from typing import Any
 log = logging.getLogger("app.persistence.writer")
 
 #: Kinds of row, in the order a batch writes them.
-KINDS = ("pending", "job", "step", "started")
+KINDS = ("pending", "job", "step", "started", "outbox")
 
 
 @dataclass

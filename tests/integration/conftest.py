@@ -39,7 +39,10 @@ async def _truncate(url: str) -> None:
     try:
         async with store.engine.begin() as conn:
             await conn.execute(
-                text("TRUNCATE jobs_v2, scheduled_runs_v2, step_executions_v2, job_executions_v2")
+                text(
+                    "TRUNCATE jobs_v2, scheduled_runs_v2, step_executions_v2, job_executions_v2, "
+                    "notification_outbox_v2"
+                )
             )
     finally:
         await store.close()
