@@ -22,6 +22,8 @@ from app.engine.notify_delivery import (
     SmtpSettings,
     WebhookChannel,
 )
+from app.engine.ports import JobStore
+from app.engine.schedule_health import ScheduleHealth
 from app.settings import Settings
 
 
@@ -35,6 +37,7 @@ class Observability:
     channels: dict[str, Channel]
     outbox: OutboxStore | None
     dispatcher: NotificationDispatcher | None
+    health: ScheduleHealth | None
 
     def start(self) -> None:
         """Start delivering (the engine, and so its store, has started)."""
@@ -91,6 +94,16 @@ def build_observability(engine: NewExecutionEngine, settings: Settings) -> Obser
             timeout_seconds=max(settings.webhook_timeout_seconds, 10.0),
         )
     store = engine.store
+    health = None
+    if isinstance(store, JobStore):
+        health = ScheduleHealth(
+            store,
+            store,
+            failing_after=settings.failing_after,
+            misfire_grace=engine.misfire_grace,
+            clock=engine.now,
+            engine_running=lambda: engine.is_running,
+        )
     outbox = store if isinstance(store, OutboxStore) else None
     dispatcher: NotificationDispatcher | None = None
     metrics = EngineMetrics(
@@ -112,9 +125,11 @@ def build_observability(engine: NewExecutionEngine, settings: Settings) -> Obser
             retry_seconds=settings.notification_retry_seconds,
             lease_seconds=max(30.0, settings.webhook_timeout_seconds * 4),
             on_attempt=metrics.notification_attempt,
+            overdue=(lambda: health.missed_messages(notifier)) if health is not None else None,
+            overdue_every_seconds=max(settings.poll_interval_seconds, 1.0),
         )
         engine.observers.add(dispatcher)
-    return Observability(metrics, policy, notifier, channels, outbox, dispatcher)
+    return Observability(metrics, policy, notifier, channels, outbox, dispatcher, health)
 
 
 @contextlib.asynccontextmanager

@@ -264,6 +264,10 @@ class NewExecutionEngine:
     def timezone_queues(self) -> list[TimezoneJobQueue]:
         return list(self._queues.values())
 
+    def now(self) -> datetime:
+        """The engine's clock."""
+        return self._clock()
+
     def live_job(self, execution_id: str) -> JobDefinition | None:
         """The definition of an execution queued or running here, else None."""
         execution = self._live.get(execution_id)

@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol, runtime_checkable
@@ -272,6 +272,8 @@ class NotificationDispatcher:
         lease_seconds: float = 60.0,
         batch_size: int = 50,
         on_attempt: Callable[[str, str], None] | None = None,
+        overdue: Callable[[], Awaitable[list[OutboxMessage]]] | None = None,
+        overdue_every_seconds: float = 1.0,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -287,7 +289,10 @@ class NotificationDispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._raised_slow: set[str] = set()
+        self._overdue = overdue
+        self._overdue_every = overdue_every_seconds
+        self._overdue_checked = float("-inf")
+        self._raised: set[str] = set()  # slow and overdue messages already in the outbox
         #: Unix time of the last pass that reached the store (the node's heartbeat).
         self.last_pass: float | None = None
 
@@ -322,7 +327,7 @@ class NotificationDispatcher:
         failures = 0
         while not self._stopping:
             try:
-                await self._raise_slow()
+                await self._raise_unprompted()
                 count = await self.deliver_due()
                 failures = 0
             except Exception as exc:  # a database fault: back off and carry on
@@ -393,13 +398,18 @@ class NotificationDispatcher:
             retry_in_seconds=retry_in,
         )
 
-    async def _raise_slow(self) -> None:
-        """Outbox rows for runs still running past a rule's ``slow_after_seconds``."""
-        messages = []
-        for job, result in self._running():
-            for message in self._notifier.slow(job, result):
-                if message.delivery_id not in self._raised_slow:
-                    self._raised_slow.add(message.delivery_id)
-                    messages.append(message)
-        if messages:
-            await self._store.add_outbox_messages(messages)
+    async def _raise_unprompted(self) -> None:
+        """Outbox rows no state change writes: runs still running past a rule's
+        ``slow_after_seconds``, and (every ``overdue_every_seconds``) overdue schedules."""
+        messages = [m for job, result in self._running() for m in self._notifier.slow(job, result)]
+        now = time.monotonic()
+        if self._overdue is not None and now - self._overdue_checked >= self._overdue_every:
+            self._overdue_checked = now
+            messages.extend(await self._overdue())
+        fresh = [m for m in messages if m.delivery_id not in self._raised]
+        if fresh:
+            await self._store.add_outbox_messages(fresh)
+            if len(self._raised) > 100_000:
+                self._raised.clear()  # a repeat is ignored by the outbox anyway
+            self._raised.update(m.delivery_id for m in fresh)
+            self._wake.set()
