@@ -66,10 +66,12 @@ async def test_health_ok_failing_overdue_disabled_and_one_missed_notice(store: A
             # Checked again on later passes: still one notice for this stuck instant.
             before = observed.dispatcher.last_pass if observed.dispatcher else None
             await wait_until(
-                lambda: observed.dispatcher is not None
-                and observed.dispatcher.last_pass is not None
-                and before is not None
-                and observed.dispatcher.last_pass > before + 1.2,
+                lambda: (
+                    observed.dispatcher is not None
+                    and observed.dispatcher.last_pass is not None
+                    and before is not None
+                    and observed.dispatcher.last_pass > before + 1.2
+                ),
                 timeout=5,
                 what="two more overdue checks",
             )
