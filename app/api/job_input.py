@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +20,7 @@ from app.api.errors import PermissionDeniedError, configuration_error, prefixed
 from app.api.schemas import JobCreate
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.models import JobDefinition
+from app.engine.notifications import NotificationPolicy
 from app.steps.paths import confine_step_paths
 from app.steps.resources import StepResources
 
@@ -41,6 +42,8 @@ class JobParser:
     max_steps_per_job: int = DEFAULT_MAX_STEPS_PER_JOB
     max_script_chars: int = DEFAULT_MAX_SCRIPT_CHARS
     max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS
+    #: Which notification destinations this server allows (none by default).
+    notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
 
     def parse(self, job_data: JobInput, *, prefix: str = "") -> JobDefinition:
         """A valid JobDefinition, or one ``ConfigurationError`` listing every problem (field
@@ -80,7 +83,7 @@ class JobParser:
     def policy_errors(self, job: JobDefinition) -> list[FieldError]:
         """The server's limits on a valid job: paths inside V2_SCRIPT_ROOTS, query/script
         length (V2_MAX_SCRIPT_CHARS), timeouts (V2_MAX_TIMEOUT_SECONDS)."""
-        errors: list[FieldError] = []
+        errors: list[FieldError] = self.notifications.errors(job)
         ceiling = self.max_timeout_seconds
         if job.timeout_seconds > ceiling:
             errors.append(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.notifications_schemas import NotificationRuleCreate
 from app.api.schemas import (
     EXAMPLE_JOB,
     ExecutionRead,
@@ -64,6 +65,7 @@ class JobPatch(BaseModel):
     schedule_config: ScheduleConfig | None = None
     schedules: list[NamedScheduleCreate] | None = Field(None, max_length=20)
     metadata: dict[str, Any] | None = None
+    notifications: list[NotificationRuleCreate] | None = Field(None, max_length=20)
 
     @field_validator("timezone")
     @classmethod
@@ -220,9 +222,15 @@ class JobRead(JobCreate):
     next_fire_at_local: datetime | None = None
     last_fire_at: datetime | None = None
     last_execution: ExecutionSummaryRead | None = None
+    health: Literal["ok", "failing", "overdue", "disabled"] = Field(
+        "ok",
+        description="ok; failing (its last V2_FAILING_AFTER runs failed); overdue (its "
+        "next_fire_at is past beyond the misfire grace while the engine runs: the schedule "
+        "stopped firing); disabled.",
+    )
 
     @classmethod
-    def of(cls, stored: StoredJob, last: JobExecutionResult | None) -> JobRead:
+    def of(cls, stored: StoredJob, last: JobExecutionResult | None, health: str = "ok") -> JobRead:
         data = stored.job.to_dict()
         misfire, overlap = job_policies(stored.job)
         nxt = stored.next_fire_at
@@ -243,6 +251,7 @@ class JobRead(JobCreate):
                 "next_fire_at": nxt,
                 "next_fire_at_local": to_local(nxt, stored.job.timezone) if nxt else None,
                 "last_fire_at": stored.last_fire_at,
+                "health": health,
                 "last_execution": ExecutionSummaryRead(
                     execution_id=last.execution_id,
                     status=last.status.value,

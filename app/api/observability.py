@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
 
-from app.domain.notifications import Delivery
+from app.api.notifications_schemas import (
+    DeliveryListRead,
+    DeliveryRead,
+    NotificationTestCreate,
+    NotificationTestRead,
+)
+from app.domain.errors import ConfigurationError, FieldError
+from app.domain.notifications import validate_destination
+from app.domain.timeutil import utc_now
 from app.engine.engine import NewExecutionEngine
 from app.engine.metrics import EngineMetrics
-from app.engine.notifications import AllowedHosts, NotificationPolicy, Notifier
+from app.engine.notifications import (
+    AllowedHosts,
+    NotificationPolicy,
+    Notifier,
+    destination_label,
+)
 from app.engine.notify_delivery import (
     Channel,
     EmailChannel,
     NotificationDispatcher,
     OutboxStore,
-    Outcome,
     SmtpSettings,
     WebhookChannel,
 )
@@ -51,37 +63,77 @@ class Observability:
             if isinstance(channel, WebhookChannel):
                 await channel.close()
 
-    async def send_test(self, channel: str, destination: dict[str, Any]) -> Outcome:
-        """Send a test message to one destination now (not through the outbox)."""
-        sender = self.channels.get(channel)
-        if sender is None:
-            return Outcome(False, f"{channel} is not configured on this server", retry=False)
+    async def test(self, body: NotificationTestCreate) -> NotificationTestRead:
+        """Send a test message to the destination of ``body`` now (not through the outbox);
+        ``ConfigurationError`` when it is not exactly one destination this server allows."""
+        rule = body.model_dump(mode="json", exclude_none=True)
+        errors = validate_destination(rule) or self.policy.rule_errors(rule, "")
+        if errors:
+            raise ConfigurationError([FieldError(e.field.lstrip("."), e.message) for e in errors])
+        channel = "webhook" if "webhook" in rule else "email"
         payload = {
             "event": "test",
-            "event_id": "test",
-            "job": {"job_id": "test", "job_name": "Test notification", "timezone": "UTC"},
+            "event_id": uuid.uuid4().hex,
+            "occurred_at": utc_now().isoformat(),
+            "job": None,
             "execution": None,
             "console_url": None,
         }
-        return await sender.send(destination, payload)
-
-    async def deliveries(
-        self, *, execution_id: str | None, job_id: str | None, limit: int
-    ) -> list[Delivery]:
-        if self.outbox is None:
-            return []
-        return await self.outbox.list_deliveries(
-            execution_id=execution_id, job_id=job_id, limit=limit
+        outcome = await self.channels[channel].send(rule[channel], payload)
+        return NotificationTestRead(
+            delivered=outcome.delivered,
+            channel=channel,
+            http_status=outcome.http_status,
+            error=outcome.error,
         )
+
+    async def delivery_log(
+        self, *, execution_id: str | None, job_id: str | None, limit: int
+    ) -> DeliveryListRead:
+        found = (
+            await self.outbox.list_deliveries(execution_id=execution_id, job_id=job_id, limit=limit)
+            if self.outbox is not None
+            else []
+        )
+        return DeliveryListRead(
+            items=[
+                DeliveryRead.of(d, destination_label(d.message.channel, d.message.destination))
+                for d in found
+            ]
+        )
+
+
+def notification_policy(settings: Settings | None) -> NotificationPolicy:
+    """What this server lets jobs notify (none of it without settings)."""
+    if settings is None:
+        return NotificationPolicy()
+    return NotificationPolicy(
+        AllowedHosts.parse(settings.webhook_allowed_hosts),
+        frozenset(settings.notification_secrets),
+        email_enabled=bool(settings.smtp_url),
+    )
+
+
+def schedule_health(engine: NewExecutionEngine, failing_after: int) -> ScheduleHealth | None:
+    """The health of ``engine``'s stored jobs (None when its store keeps none)."""
+    store = engine.store
+    if not isinstance(store, JobStore):
+        return None
+    return ScheduleHealth(
+        store,
+        store,
+        failing_after=failing_after,
+        misfire_grace=engine.misfire_grace,
+        clock=engine.now,
+        engine_running=lambda: engine.is_running,
+    )
 
 
 def build_observability(engine: NewExecutionEngine, settings: Settings) -> Observability:
     """Observe ``engine`` (before it starts, so that what its start-up recovery records is
     counted and notified) and make the store write the notifications of its state changes."""
-    allowed = AllowedHosts.parse(settings.webhook_allowed_hosts)
-    policy = NotificationPolicy(
-        allowed, frozenset(settings.notification_secrets), email_enabled=bool(settings.smtp_url)
-    )
+    policy = notification_policy(settings)
+    allowed = policy.allowed_hosts
     notifier = Notifier(engine.store, engine.live_job, console_url=settings.console_url)
     channels: dict[str, Channel] = {
         "webhook": WebhookChannel(
@@ -94,16 +146,7 @@ def build_observability(engine: NewExecutionEngine, settings: Settings) -> Obser
             timeout_seconds=max(settings.webhook_timeout_seconds, 10.0),
         )
     store = engine.store
-    health = None
-    if isinstance(store, JobStore):
-        health = ScheduleHealth(
-            store,
-            store,
-            failing_after=settings.failing_after,
-            misfire_grace=engine.misfire_grace,
-            clock=engine.now,
-            engine_running=lambda: engine.is_running,
-        )
+    health = schedule_health(engine, settings.failing_after)
     outbox = store if isinstance(store, OutboxStore) else None
     dispatcher: NotificationDispatcher | None = None
     metrics = EngineMetrics(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.notifications_schemas import NotificationRuleCreate, OverdueJobRead
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.generated.schedule_config import ScheduleConfig
 from app.domain.timeutil import is_valid_timezone
@@ -188,6 +189,12 @@ class JobCreate(BaseModel):
         "(two that fire at the same instant fire once). misfire_policy and overlap_policy "
         "apply to the whole job: schedules that set them must agree.",
     )
+    notifications: list[NotificationRuleCreate] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Who is told of which events (webhook or e-mail); see README "
+        "'Notifications and metrics'.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -358,6 +365,11 @@ class EngineStatusRead(BaseModel):
     engine: EngineHealthRead
     queues: dict[str, QueueStatusRead]
     active_executions: list[ExecutionRead]
+    overdue_jobs: list[OverdueJobRead] = Field(
+        default_factory=list,
+        description="Stored jobs whose schedule should have fired beyond the misfire grace "
+        "ago while the engine runs: their schedule stopped firing.",
+    )
 
 
 class StepTypeRead(BaseModel):

@@ -31,6 +31,8 @@ from app.api.job_input import (
     JobParser,
 )
 from app.api.jobs_schemas import ExecutionPageRead
+from app.api.notifications_schemas import OverdueJobRead
+from app.api.observability import notification_policy, schedule_health
 from app.api.responses import StatusUrl, default_status_url, execution_read
 from app.api.schemas import (
     EngineHealthRead,
@@ -120,9 +122,12 @@ class ModernJobAPI:
             max_steps_per_job=self.max_steps_per_job,
             max_script_chars=self.max_script_chars,
             max_timeout_seconds=self.max_timeout_seconds,
+            notifications=notification_policy(settings),
         )
+        #: Health of the stored jobs' schedules.
+        self.health = schedule_health(engine, settings.failing_after if settings else 3)
         #: Stored job definitions (``/api/v2/jobs/...``).
-        self.stored_jobs = StoredJobService(engine, self.parser)
+        self.stored_jobs = StoredJobService(engine, self.parser, self.health)
         self._bridge = SyncBridge()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -248,6 +253,10 @@ class ModernJobAPI:
                 for tz, queue in self.engine.get_queue_status().items()
             },
             active_executions=[execution_read(e) for e in self.engine.get_active_executions()],
+            overdue_jobs=[
+                OverdueJobRead.model_validate(o, from_attributes=True)
+                for o in (await self.health.overdue() if self.health is not None else [])
+            ],
         )
 
     def step_types(self) -> StepTypeListRead:

@@ -33,14 +33,18 @@ from app.engine.backfill import BackfillRequest, backfill
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService
 from app.engine.manual import RunRequest
+from app.engine.schedule_health import ScheduleHealth
 
 
 class StoredJobService:
     """Create, read, change, delete, run and preview stored jobs."""
 
-    def __init__(self, engine: NewExecutionEngine, parser: JobParser) -> None:
+    def __init__(
+        self, engine: NewExecutionEngine, parser: JobParser, health: ScheduleHealth | None = None
+    ) -> None:
         self._engine = engine
         self._parser = parser
+        self._health = health
 
     @property
     def _jobs(self) -> JobService:
@@ -54,7 +58,8 @@ class StoredJobService:
         return job
 
     async def _read(self, stored: StoredJob) -> JobRead:
-        return JobRead.of(stored, await self._jobs.last_execution(stored.job_id))
+        health = await self._health.health(stored) if self._health is not None else "ok"
+        return JobRead.of(stored, await self._jobs.last_execution(stored.job_id), health)
 
     async def create(self, job: JobCreate, *, requested_by: str | None) -> JobRead:
         return await self._read(await self._jobs.create(self._admit(job, requested_by)))
@@ -65,7 +70,8 @@ class StoredJobService:
     async def list_jobs(self, query: JobQuery) -> JobPageRead:
         page = await self._jobs.list_jobs(query)
         last = await self._jobs.last_executions([s.job_id for s in page.items])
-        items = [JobRead.of(s, last.get(s.job_id)) for s in page.items]
+        health = await self._health.health_of(page.items, last) if self._health is not None else {}
+        items = [JobRead.of(s, last.get(s.job_id), health.get(s.job_id, "ok")) for s in page.items]
         return JobPageRead(items=items, next_cursor=page.next_cursor)
 
     async def replace(

@@ -15,6 +15,7 @@ from app.api.deps import load_api_keys, load_settings
 from app.api.errors import install_problem_handling
 from app.api.events_routes import events_router
 from app.api.jobs_routes import jobs_router
+from app.api.notifications_routes import notifications_router
 from app.api.open_mode import OPEN_MODE_WARNING
 from app.api.openapi import install_openapi
 from app.api.routes import health_router, v2_router
@@ -30,6 +31,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(events_router)
     app.include_router(jobs_router)
     app.include_router(calendars_router)
+    app.include_router(notifications_router)
     app.include_router(health_router)
 
 

@@ -119,7 +119,7 @@ def parse_rules(value: Any) -> list[NotificationRule]:
     """Rules of a validated ``notifications`` list (``validate_notifications`` passed)."""
     rules = []
     for item in value or ():
-        channel = next(c for c in CHANNELS if c in item)
+        channel = next(c for c in CHANNELS if item.get(c) is not None)
         destination = dict(item[channel])
         if channel == "email":
             destination["to"] = list(destination["to"])
@@ -153,6 +153,17 @@ def validate_notifications(value: Any, prefix: str = "notifications") -> list[Fi
     return errors
 
 
+def validate_destination(rule: dict[str, Any], at: str = "") -> list[FieldError]:
+    """Problems of the one destination (``webhook`` or ``email``) of ``rule``."""
+    channels = [c for c in CHANNELS if rule.get(c) is not None]
+    if len(channels) != 1:
+        return [FieldError(at, "must have exactly one of 'webhook' or 'email'")]
+    where = f"{at}.{channels[0]}" if at else channels[0]
+    if channels[0] == "webhook":
+        return _webhook_errors(rule["webhook"], where)
+    return _email_errors(rule["email"], where)
+
+
 def _rule_errors(rule: Any, at: str) -> list[FieldError]:
     if not isinstance(rule, dict):
         return [FieldError(at, "must be an object")]
@@ -168,13 +179,7 @@ def _rule_errors(rule: Any, at: str) -> list[FieldError]:
                         f"{at}.on[{i}]", f"unknown event {event!r} (one of {', '.join(EVENTS)})"
                     )
                 )
-    channels = [c for c in CHANNELS if c in rule]
-    if len(channels) != 1:
-        errors.append(FieldError(at, "must have exactly one of 'webhook' or 'email'"))
-    elif channels[0] == "webhook":
-        errors.extend(_webhook_errors(rule["webhook"], f"{at}.webhook"))
-    else:
-        errors.extend(_email_errors(rule["email"], f"{at}.email"))
+    errors.extend(validate_destination(rule, at))
     count = rule.get("min_consecutive_failures", 1)
     if not _is_int(count) or not 1 <= count <= 1000:
         errors.append(
@@ -206,8 +211,12 @@ def _webhook_errors(webhook: Any, at: str) -> list[FieldError]:
     elif len(url) > MAX_URL_LENGTH:
         errors.append(FieldError(f"{at}.url", f"must be at most {MAX_URL_LENGTH} characters"))
     else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            return [*errors, FieldError(f"{at}.url", "is not a valid URL")]
+        if parts.scheme not in ("http", "https") or not host:
             errors.append(FieldError(f"{at}.url", "must be an http:// or https:// URL with a host"))
         elif parts.username or parts.password:
             errors.append(

@@ -81,7 +81,8 @@ class MemoryOutboxMixin:
         delivery = row.delivery
         delivery.status = status
         delivery.attempts += 1
-        delivery.last_error = error
+        if error is not None:  # a success keeps the error of the attempt before it
+            delivery.last_error = error
         delivery.last_http_status = http_status
         delivery.updated_at = now
         if status == DELIVERY_DELIVERED:

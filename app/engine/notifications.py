@@ -75,6 +75,23 @@ class AllowedHosts:
             return False
         return any(ip in network for network in self.networks)
 
+    def check_literal(self, host: str) -> str | None:
+        """The check of a job's URL as it enters, without resolving names: a listed name
+        or an address in a listed range passes; another name passes only when ranges are
+        listed (it is resolved and checked at every delivery, ``check``)."""
+        name = host.lower().rstrip(".").strip("[]")
+        if name in self.names:
+            return None
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if self.networks:
+                return None
+            return f"host {host!r} is not in V2_WEBHOOK_ALLOWED_HOSTS"
+        if self.address_allowed(name):
+            return None
+        return f"address {host!r} is outside V2_WEBHOOK_ALLOWED_HOSTS"
+
     async def check(self, host: str) -> str | None:
         """None when ``host`` may be called now, else why not. A listed name is allowed;
         any other host is resolved, and every address it resolves to must be listed."""
@@ -110,27 +127,28 @@ class NotificationPolicy:
     secret_names: frozenset[str] = frozenset()
     email_enabled: bool = False
 
-    async def errors(self, job: JobDefinition, prefix: str = "") -> list[FieldError]:
-        """Every rule of ``job`` that this server cannot deliver (field paths under
-        ``prefix``); the shape was checked by ``job.validate()``."""
+    def errors(self, job: JobDefinition, prefix: str = "") -> list[FieldError]:
+        """Every rule of ``job`` this server will not deliver (field paths under
+        ``prefix``; the shape was checked by ``job.validate()``). Host names are resolved
+        at delivery, not here (no blocking look-up as a request enters)."""
         at = f"{prefix}.notifications" if prefix else "notifications"
         errors: list[FieldError] = []
         for index, rule in enumerate(job.notifications or ()):
-            errors.extend(await self.rule_errors(rule, f"{at}[{index}]"))
+            errors.extend(self.rule_errors(rule, f"{at}[{index}]"))
         return errors
 
-    async def rule_errors(self, rule: dict[str, Any], at: str) -> list[FieldError]:
+    def rule_errors(self, rule: dict[str, Any], at: str) -> list[FieldError]:
         errors: list[FieldError] = []
         webhook = rule.get("webhook")
         if isinstance(webhook, dict):
-            host = urlsplit(str(webhook.get("url", ""))).hostname or ""
+            host = _hostname(str(webhook.get("url", "")))
             if not self.allowed_hosts:
                 errors.append(
                     FieldError(
                         f"{at}.webhook.url", "webhooks are off: V2_WEBHOOK_ALLOWED_HOSTS is empty"
                     )
                 )
-            elif (why := await self.allowed_hosts.check(host)) is not None:
+            elif (why := self.allowed_hosts.check_literal(host)) is not None:
                 errors.append(FieldError(f"{at}.webhook.url", why))
             secret = webhook.get("secret_name")
             if secret is not None and secret not in self.secret_names:
@@ -140,7 +158,7 @@ class NotificationPolicy:
                         f"unknown secret {secret!r} (not in V2_NOTIFICATION_SECRETS)",
                     )
                 )
-        if "email" in rule and not self.email_enabled:
+        if rule.get("email") is not None and not self.email_enabled:
             errors.append(FieldError(f"{at}.email", "e-mail is off: V2_SMTP_URL is not set"))
         return errors
 
@@ -337,6 +355,13 @@ def execution_summary(result: JobExecutionResult) -> dict[str, Any]:
             "error_message": failed.error_message,
         },
     }
+
+
+def _hostname(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def destination_label(channel: str, destination: dict[str, Any]) -> str:

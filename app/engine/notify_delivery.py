@@ -108,7 +108,10 @@ class WebhookChannel:
 
     async def send(self, destination: Mapping[str, Any], payload: Mapping[str, Any]) -> Outcome:
         url = str(destination.get("url", ""))
-        host = urlsplit(url).hostname or ""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            return Outcome(False, f"not a valid URL: {url!r}", retry=False)
         why = await self._allowed.check(host)
         if why is not None:
             return Outcome(False, why, retry=False)

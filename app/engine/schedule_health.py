@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.domain.jobs import StoredJob
+from app.domain.models import JobExecutionResult
 from app.domain.notifications import OutboxMessage
 from app.domain.records import ExecutionQuery
 from app.engine.notifications import FAILING, Notifier
@@ -70,10 +71,13 @@ class ScheduleHealth:
             return HEALTH_FAILING
         return HEALTH_OK
 
-    async def health_of(self, jobs: Sequence[StoredJob]) -> dict[str, str]:
-        """Health of each job (one look at the latest runs of them all first: only jobs
-        whose last run failed need their history read)."""
-        latest = await self._jobs.latest_executions([s.job_id for s in jobs])
+    async def health_of(
+        self, jobs: Sequence[StoredJob], latest: Mapping[str, JobExecutionResult] | None = None
+    ) -> dict[str, str]:
+        """Health of each job. Only jobs whose last run failed need their history read
+        (``latest``: the last execution of each, looked up when not given)."""
+        if latest is None:
+            latest = await self._jobs.latest_executions([s.job_id for s in jobs])
         out = {}
         for stored in jobs:
             if not stored.job.enabled:

@@ -201,12 +201,13 @@ class OutboxRepository:
         values: dict[str, Any] = {
             "status": status,
             "attempts": box.c.attempts + 1,
-            "last_error": error,
             "last_http_status": http_status,
             "lease_owner": None,
             "lease_expires_at": None,
             "updated_at": utc_now(),
         }
+        if error is not None:  # a success keeps the error of the attempt before it
+            values["last_error"] = error
         if retry_in_seconds is not None:
             values["next_attempt_at"] = self._now(retry_in_seconds)
         if status == OUTBOX_DELIVERED:

@@ -45,6 +45,8 @@ OPERATION_IDS = {
     ("post", "/api/v2/schedules/preview"): "preview_schedule",
     ("get", "/api/v2/executions"): "list_executions",
     ("get", "/api/v2/executions/{execution_id}/events"): "stream_execution_events",
+    ("get", "/api/v2/notifications"): "list_notifications",
+    ("post", "/api/v2/notifications/test"): "send_test_notification",
     ("get", "/health"): "health",
     ("get", "/ready"): "ready",
 }

@@ -46,8 +46,9 @@ class Harness:
         return await self.engine.execute_job_now(job)
 
     async def deliveries(self, **filters: Any) -> list[Any]:
-        return await self.observed.deliveries(
-            execution_id=filters.get("execution_id"), job_id=filters.get("job_id"), limit=100
+        assert self.observed.outbox is not None
+        return await self.observed.outbox.list_deliveries(
+            execution_id=filters.get("execution_id"), job_id=filters.get("job_id")
         )
 
     async def settled(self, count: int, **filters: Any) -> list[Any]:

@@ -66,15 +66,15 @@ def _job(*rules: dict) -> JobDefinition:
     return JobDefinition(job_id="j", job_name="j", notifications=list(rules))
 
 
-async def test_the_policy_refuses_what_this_server_cannot_deliver() -> None:
+def test_the_policy_refuses_what_this_server_cannot_deliver() -> None:
     policy = NotificationPolicy(
         AllowedHosts.parse(["hooks.example", "10.0.0.0/8", "192.0.2.7"]),
         frozenset({"ops-hook"}),
         email_enabled=False,
     )
-    assert await policy.errors(_job({"on": ["failure"], "webhook": HOOK})) == []
+    assert policy.errors(_job({"on": ["failure"], "webhook": HOOK})) == []
     assert (
-        await policy.errors(
+        policy.errors(
             _job(
                 {"on": ["failure"], "webhook": {"url": "http://10.1.2.3:8080/x"}},
                 {"on": ["failure"], "webhook": {"url": "http://192.0.2.7/x"}},
@@ -83,7 +83,7 @@ async def test_the_policy_refuses_what_this_server_cannot_deliver() -> None:
         == []
     )
     errors = fields(
-        await policy.errors(
+        policy.errors(
             _job(
                 {"on": ["failure"], "webhook": {"url": "http://169.254.169.254/latest"}},
                 {
@@ -96,20 +96,30 @@ async def test_the_policy_refuses_what_this_server_cannot_deliver() -> None:
         )
     )
     assert errors == {
-        "job.notifications[0].webhook.url": "host '169.254.169.254' resolves to "
-        "169.254.169.254, outside V2_WEBHOOK_ALLOWED_HOSTS",
+        "job.notifications[0].webhook.url": "address '169.254.169.254' is outside "
+        "V2_WEBHOOK_ALLOWED_HOSTS",
         "job.notifications[1].webhook.secret_name": "unknown secret 'nope' (not in "
         "V2_NOTIFICATION_SECRETS)",
         "job.notifications[2].email": "e-mail is off: V2_SMTP_URL is not set",
     }
 
 
-async def test_no_allowed_hosts_means_no_webhooks() -> None:
+def test_no_allowed_hosts_means_no_webhooks() -> None:
     rule = {"on": ["success"], "webhook": {"url": "https://hooks.example/"}}
-    errors = await NotificationPolicy().errors(_job(rule))
+    errors = NotificationPolicy().errors(_job(rule))
     assert fields(errors) == {
         "notifications[0].webhook.url": "webhooks are off: V2_WEBHOOK_ALLOWED_HOSTS is empty"
     }
+
+
+def test_names_only_lists_refuse_other_names_at_creation() -> None:
+    names = AllowedHosts.parse(["hooks.example"])
+    assert names.check_literal("HOOKS.example.") is None
+    assert names.check_literal("evil.example") == (
+        "host 'evil.example' is not in V2_WEBHOOK_ALLOWED_HOSTS"
+    )
+    # With ranges listed, a name is left to the check at delivery (after resolving it).
+    assert AllowedHosts.parse(["10.0.0.0/8"]).check_literal("evil.example") is None
 
 
 async def test_a_name_is_resolved_against_the_ranges() -> None:
@@ -140,3 +150,8 @@ def test_smtp_urls() -> None:
     assert (strict.port, strict.start_tls) == (25, True)
     tls = SmtpSettings.from_url("smtps://mail.example", "s@example.com")
     assert (tls.port, tls.use_tls, tls.start_tls) == (465, True, None)
+
+
+def test_an_unparsable_url_is_a_field_error_not_a_crash() -> None:
+    errors = validate_notifications([{"on": ["failure"], "webhook": {"url": "http://[::1"}}])
+    assert fields(errors) == {"notifications[0].webhook.url": "is not a valid URL"}
