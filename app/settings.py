@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.log_format import formatter
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/jobscheduler.db"
 
 
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
         True, description="A retry resumes at the failed step, reusing earlier steps' results."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line, with the line's fields."
+    )
 
     # -- service ---------------------------------------------------------------------------
     connections: dict[str, Any] = Field(
@@ -108,8 +113,10 @@ class Settings(BaseSettings):
     notification_retry_seconds: float = Field(
         2.0, gt=0, description="First retry delay; doubled each attempt, with jitter."
     )
-    console_url: str | None = Field(
-        None, description="Base URL of the console; notifications link to its executions."
+    public_url: str | None = Field(
+        None,
+        description="The service's public base URL; notifications link to the console's "
+        "page of the execution (<url>/ui/executions/<id>).",
     )
     failing_after: int = Field(
         3, ge=1, description="A stored job whose last N runs failed has health 'failing'."
@@ -157,8 +164,8 @@ class Settings(BaseSettings):
         return self
 
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=self.log_level,
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        logging.getLogger().setLevel(self.log_level)
+        logging.basicConfig(level=self.log_level)
+        root = logging.getLogger()
+        root.setLevel(self.log_level)
+        for handler in root.handlers:
+            handler.setFormatter(formatter(self.log_format))

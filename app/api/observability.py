@@ -19,6 +19,7 @@ from app.domain.errors import ConfigurationError, FieldError
 from app.domain.notifications import validate_destination
 from app.domain.timeutil import utc_now
 from app.engine.engine import NewExecutionEngine
+from app.engine.execution_log import ExecutionLog
 from app.engine.metrics import EngineMetrics
 from app.engine.notifications import (
     AllowedHosts,
@@ -37,6 +38,8 @@ from app.engine.notify_delivery import (
 from app.engine.ports import JobStore
 from app.engine.schedule_health import ScheduleHealth
 from app.settings import Settings
+
+EXECUTION_LOG = ExecutionLog()
 
 
 @dataclass
@@ -134,7 +137,7 @@ def build_observability(engine: NewExecutionEngine, settings: Settings) -> Obser
     counted and notified) and make the store write the notifications of its state changes."""
     policy = notification_policy(settings)
     allowed = policy.allowed_hosts
-    notifier = Notifier(engine.store, engine.live_job, console_url=settings.console_url)
+    notifier = Notifier(engine.store, engine.live_job, console_url=settings.public_url)
     channels: dict[str, Channel] = {
         "webhook": WebhookChannel(
             allowed, settings.notification_secrets, timeout_seconds=settings.webhook_timeout_seconds
@@ -155,6 +158,7 @@ def build_observability(engine: NewExecutionEngine, settings: Settings) -> Obser
         heartbeat=(lambda: dispatcher.last_pass if dispatcher is not None else None),
     )
     engine.observers.add(metrics)
+    engine.observers.add(EXECUTION_LOG)
     if outbox is not None:
         store.outbox_source = notifier  # type: ignore[attr-defined]
         dispatcher = NotificationDispatcher(
@@ -189,6 +193,7 @@ async def observability(
         yield observed
     finally:
         engine.observers.remove(observed.metrics)
+        engine.observers.remove(EXECUTION_LOG)
         if observed.dispatcher is not None:
             engine.observers.remove(observed.dispatcher)
         app.state.metrics = app.state.observability = None

@@ -172,7 +172,7 @@ class Notifier:
         store: ExecutionStore,
         live_job: Callable[[str], JobDefinition | None],
         *,
-        console_url: str | None = None,
+        console_url: str | None = None,  # the service's base URL (the console is /ui)
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
@@ -309,7 +309,7 @@ class Notifier:
     def console_link(self, execution_id: str) -> str | None:
         if self._console_url is None:
             return None
-        return f"{self._console_url}/executions/{execution_id}"
+        return f"{self._console_url}/ui/executions/{execution_id}"
 
 
 def _events(rule: NotificationRule, result: JobExecutionResult, previous: int) -> list[str]:

@@ -389,6 +389,18 @@ class NotificationDispatcher:
             result,
             f" http_status={outcome.http_status}" if outcome.http_status is not None else "",
             f" error={outcome.error!r}" if outcome.error else "",
+            extra={
+                "delivery_id": message.delivery_id,
+                "event": message.event,
+                "event_id": message.event_id,
+                "job_id": message.job_id,
+                "execution_id": message.execution_id,
+                "channel": message.channel,
+                "attempt": attempt,
+                "result": result,
+                "http_status": outcome.http_status,
+                "error": outcome.error,
+            },
         )
         if self._on_attempt is not None:
             self._on_attempt(message.channel, result)

@@ -97,7 +97,7 @@ def hook(receiver: WebhookReceiver, *events: str, **extra: Any) -> dict[str, Any
 
 
 async def test_a_failure_is_posted_signed_with_the_failed_step(harness_factory: Any) -> None:
-    harness = await harness_factory(console_url="https://scheduler.example/ui")
+    harness = await harness_factory(public_url="https://scheduler.example")
     async with webhook_receiver(secret=SECRET) as receiver:
         result = await harness.run(
             job("nightly", "echo boom >&2; exit 3", [hook(receiver, "failure", "success")])

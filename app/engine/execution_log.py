@@ -1,0 +1,53 @@
+"""One INFO line per ended execution and per fire of a schedule that did not run, with the
+facts as fields (``extra=``: ``V2_LOG_FORMAT=json`` puts them in the JSON object). Retries
+are logged by the runner, notification attempts by their dispatcher."""
+
+from __future__ import annotations
+
+import logging
+
+from app.engine.observers import FinishedRun, UnrunFire
+
+log = logging.getLogger("app.engine.executions")
+
+
+class ExecutionLog:
+    """An ``EngineObserver`` that logs."""
+
+    def execution_finished(self, run: FinishedRun) -> None:
+        result = run.result
+        fields = {
+            "job_id": result.job_id,
+            "execution_id": result.execution_id,
+            "status": result.status.value,
+            "trigger": run.trigger,
+            "duration_seconds": round(result.duration_seconds, 3),
+            "retry_count": result.retry_count,
+            "error": result.error_message,
+        }
+        log.info(
+            "execution finished job_id=%s execution_id=%s status=%s duration=%.3fs error=%s",
+            result.job_id,
+            result.execution_id,
+            result.status.value,
+            result.duration_seconds,
+            result.error_message,
+            extra=fields,
+        )
+
+    def fire_not_run(self, fire: UnrunFire) -> None:
+        log.info(
+            "misfire job_id=%s execution_id=%s scheduled_for=%s outcome=%s reason=%s",
+            fire.job.job_id,
+            fire.execution_id,
+            fire.scheduled_for.isoformat(),
+            fire.outcome,
+            fire.reason,
+            extra={
+                "job_id": fire.job.job_id,
+                "execution_id": fire.execution_id,
+                "scheduled_for": fire.scheduled_for.isoformat(),
+                "outcome": fire.outcome,
+                "reason": fire.reason,
+            },
+        )

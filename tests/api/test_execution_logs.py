@@ -1,0 +1,68 @@
+"""One INFO line per finished execution, retry, misfire and notification attempt, with its
+fields; V2_LOG_FORMAT=json renders each as one JSON object."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from app.log_format import JsonFormatter
+from tests.api.helpers import shell_job, wait_for
+from tests.support.receivers import webhook_receiver
+
+
+async def test_a_finished_execution_and_its_retry_are_logged_at_info(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    job = shell_job("logged", "echo oops >&2; exit 5", max_retries=1)
+    response = await client.post("/api/v2/jobs/execute", json=job)
+    execution_id = response.json()["execution_id"]
+    [finished] = [r for r in caplog.records if r.name == "app.engine.executions"]
+    assert finished.levelno == logging.INFO
+    assert finished.__dict__["job_id"] == "logged"
+    assert finished.__dict__["execution_id"] == execution_id
+    assert finished.__dict__["status"] == "failed"
+    assert finished.__dict__["error"] == "step 's0' failed: exit code 5: oops"
+    assert finished.__dict__["duration_seconds"] >= 0
+    line = json.loads(JsonFormatter().format(finished))
+    assert line["level"] == "INFO"
+    assert line["logger"] == "app.engine.executions"
+    assert line["execution_id"] == execution_id
+    expected = f"execution finished job_id=logged execution_id={execution_id} status=failed"
+    assert line["message"].startswith(expected)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 1 and retries[0].levelno == logging.INFO
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"webhook_allowed_hosts": ["127.0.0.1"], "notification_retry_seconds": 0.05}],
+    indirect=True,
+)
+async def test_every_notification_attempt_is_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with webhook_receiver(fail_first=1) as receiver:
+        rule = {"on": ["failure"], "webhook": {"url": receiver.url}}
+        job = shell_job("n", "exit 1", notifications=[rule])
+        await client.post("/api/v2/jobs/execute", json=job)
+
+        def attempts() -> list[logging.LogRecord]:
+            return [
+                r
+                for r in caplog.records
+                if r.name == "app.engine.notifications" and "attempt=" in r.getMessage()
+            ]
+
+        async def count() -> int:
+            return len(attempts())
+
+        await wait_for(count, lambda n: n == 2)
+        first, second = (r.getMessage() for r in attempts())
+        assert "event=failure" in first and "attempt=1 result=retry http_status=500" in first
+        assert "attempt=2 result=delivered http_status=200" in second
