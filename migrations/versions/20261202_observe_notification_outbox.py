@@ -5,7 +5,7 @@ that causes it (``app.persistence.outbox``), with its delivery state: attempts, 
 the lease of the node delivering it, the last error and HTTP status.
 
 Revision ID: observe
-Revises: flow
+Revises: calendars
 Create Date: 2026-12-02 01:00:00
 
 """
@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "observe"
-down_revision: str | Sequence[str] | None = "flow"
+down_revision: str | Sequence[str] | None = "calendars"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
