@@ -31,7 +31,9 @@ from app.api.keys import ApiKey, KeyRing
 from app.api.open_mode import is_loopback
 
 COOKIE = "jsv2_console"
+LOGIN_COOKIE = "jsv2_console_login"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
+LOGIN_MAX_AGE_SECONDS = 600
 
 
 class LoginRequired(Exception):
@@ -101,12 +103,39 @@ class ConsoleAuth:
             raise LoginRequired
         return Viewer(key, str(session.get("csrf", "")))
 
+    @staticmethod
+    def new_login_token() -> str:
+        return secrets.token_urlsafe(24)
+
+    def set_login_cookie(self, response: Response, token: str, secure: bool) -> None:
+        """The login form's CSRF token, signed, as a short-lived cookie beside the form."""
+        response.set_cookie(
+            LOGIN_COOKIE,
+            self._signer.dumps({"login": token}),
+            max_age=LOGIN_MAX_AGE_SECONDS,
+            path="/ui/login",
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        )
+
+    def check_login_token(self, request: Request, presented: str | None) -> None:
+        """The login form must carry the token of its cookie (no login forced from afar)."""
+        raw = request.cookies.get(LOGIN_COOKIE, "")
+        try:
+            data = self._signer.loads(raw, max_age=LOGIN_MAX_AGE_SECONDS) if raw else None
+        except BadSignature:
+            data = None
+        expected = data.get("login") if isinstance(data, dict) else None
+        self.check_csrf(Viewer(None, expected if isinstance(expected, str) else ""), presented)
+
     def login(self, presented: str, response: Response, secure: bool) -> ApiKey:
         """Check the key; on success the session cookie goes on ``response``."""
         key = self.keys.authenticate(presented.strip())
         if key is None:
             raise NotAuthenticatedError("the API key is not valid", invalid_token=True)
         self.set_session(response, {"kid": key.id, "csrf": secrets.token_urlsafe(24)}, secure)
+        response.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict")
         return key
 
     def set_session(self, response: Response, data: dict[str, Any], secure: bool) -> None:

@@ -129,13 +129,24 @@ templates.env.globals["link"] = link
 
 
 # -- login ----------------------------------------------------------------------------------
+def _login_page(request: Request, next: str | None, error: str | None, status: int) -> Response:
+    auth = _auth(request)
+    token = auth.new_login_token()
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"viewer": None, "next": next or "/ui", "error": error, "csrf_token": token},
+        status_code=status,
+    )
+    auth.set_login_cookie(response, token, request.url.scheme == "https")
+    return response
+
+
 @console_router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, next: str | None = None) -> Response:
     if not _auth(request).needs_login:
         return back_to(next, "/ui")
-    return templates.TemplateResponse(
-        request, "login.html", {"viewer": None, "next": next or "/ui", "error": None}
-    )
+    return _login_page(request, next, None, 200)
 
 
 @console_router.post("/login", response_class=HTMLResponse)
@@ -143,17 +154,15 @@ async def login(
     request: Request,
     api_key: Annotated[str, Form(max_length=500)],
     next: Annotated[str | None, Form(max_length=2000)] = None,
+    csrf_token: CsrfField = None,
 ) -> Response:
+    auth = _auth(request)
+    auth.check_login_token(request, csrf_token)
     response = back_to(next, "/ui")
     try:
-        _auth(request).login(api_key, response, request.url.scheme == "https")
+        auth.login(api_key, response, request.url.scheme == "https")
     except ExecutionEngineError:
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"viewer": None, "next": next or "/ui", "error": "That API key is not valid."},
-            status_code=401,
-        )
+        return _login_page(request, next, "That API key is not valid.", 401)
     return response
 
 

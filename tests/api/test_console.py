@@ -70,7 +70,8 @@ async def keyed(tmp_path: Path) -> AsyncIterator[FastAPI]:
 async def login(http: httpx.AsyncClient, key: str) -> httpx.Response:
     page = await http.get("/ui/login")
     assert page.status_code == 200
-    return await http.post("/ui/login", data={"api_key": key, "next": "/ui/jobs"})
+    form = {"api_key": key, "next": "/ui/jobs", "csrf_token": csrf_of(page.text)}
+    return await http.post("/ui/login", data=form)
 
 
 async def test_open_mode_serves_the_pages_and_redirects_root(client: httpx.AsyncClient) -> None:
@@ -177,6 +178,8 @@ async def test_with_keys_the_console_asks_for_a_key_once(keyed: FastAPI) -> None
         assert first.status_code == 303
         assert first.headers["location"] == "/ui/login?next=%2Fui%2Fjobs%3Fenabled%3Dtrue"
 
+        forced = await http.post("/ui/login", data={"api_key": ADMIN, "next": "/ui"})
+        assert forced.status_code == 403 and "CSRF" in forced.text  # a login forced from afar
         refused = await login(http, "jsv2_not-a-key")
         assert refused.status_code == 401 and "not valid" in refused.text
 
@@ -265,3 +268,17 @@ async def test_no_secret_is_rendered(keyed: FastAPI) -> None:
         for secret in ("hunter2-secret", SECRET_URL_PASSWORD, ADMIN):
             assert secret not in page.text
         assert "connection <code>warehouse</code>" in pages[2].text
+
+
+async def test_the_execution_page_shows_every_attempt(client: httpx.AsyncClient) -> None:
+    job = shell_job("flaky", "echo try; exit 4", max_retries=1)
+    execution_id = (await client.post("/api/v2/jobs/execute", json=job)).json()["execution_id"]
+
+    page = await client.get(f"/ui/executions/{execution_id}")
+
+    assert page.status_code == 200
+    attempts = re.search(r'<section class="attempts">.*?</section>', page.text, re.S)
+    assert attempts is not None
+    rows = re.findall(r"<tr>\s*<td>(\d)</td>", attempts.group())
+    assert rows == ["1", "2"]
+    assert attempts.group().count("exit code 4") == 2

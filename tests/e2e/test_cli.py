@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,3 +155,27 @@ def test_the_installed_script_says_when_the_server_is_unreachable(args: list[str
     )
     assert done.returncode == 3
     assert f"cannot reach the service at {url}" in done.stderr
+
+
+def test_serve_runs_the_service_with_its_console(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "V2_DATABASE_URL": "memory://", "V2_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not answer"
+                time.sleep(0.05)
+        assert page.status_code == 200 and str(page.url).endswith("/ui")
+        assert "Running now" in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert process.wait(15) in (0, -signal.SIGTERM)
