@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import httpx
 import pytest
 
 from app.log_format import JsonFormatter
 from tests.api.helpers import shell_job, wait_for
+from tests.api.test_metrics import samples
 from tests.support.receivers import webhook_receiver
 
 
@@ -66,3 +68,10 @@ async def test_every_notification_attempt_is_logged(
         first, second = (r.getMessage() for r in attempts())
         assert "event=failure" in first and "attempt=1 result=retry http_status=500" in first
         assert "attempt=2 result=delivered http_status=200" in second
+        # ... and counted, by channel and result; the outbox poll is the node's heartbeat.
+        values = samples((await client.get("/metrics")).text)
+        counted = "jobscheduler_notifications_total"
+        assert values[(counted, (("channel", "webhook"), ("result", "retry")))] == 1
+        assert values[(counted, (("channel", "webhook"), ("result", "delivered")))] == 1
+        beat = values[("jobscheduler_engine_heartbeat_timestamp_seconds", ())]
+        assert time.time() - 60 < beat <= time.time()

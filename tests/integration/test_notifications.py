@@ -288,3 +288,56 @@ async def test_a_host_outside_the_allowed_list_is_refused_at_delivery(
         assert "outside V2_WEBHOOK_ALLOWED_HOSTS" in (delivery.last_error or "")
         await asyncio.sleep(0)  # nothing in flight: the receiver was never called
         assert receiver.requests == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_two_nodes_deliver_each_message_once(make_store: Any, backend: str) -> None:
+    from app.domain.notifications import OutboxMessage
+    from app.engine.notifications import AllowedHosts, Notifier
+    from app.engine.notify_delivery import NotificationDispatcher, WebhookChannel
+
+    stores = [await make_store(backend), await make_store(backend)]
+    async with webhook_receiver(secret=SECRET) as receiver:
+        destination = {"url": receiver.url, "secret_name": "ops"}
+        messages = [
+            OutboxMessage(
+                delivery_id=f"d{i}",
+                event_id=f"e{i}",
+                event="failure",
+                channel="webhook",
+                destination=destination,
+                job_id="shared",
+                execution_id=f"x{i}",
+                payload={"event": "failure", "event_id": f"e{i}"},
+            )
+            for i in range(30)
+        ]
+        await stores[0].add_outbox_messages(messages)
+        await stores[1].add_outbox_messages(messages[:10])  # a repeat is ignored
+        channel = WebhookChannel(AllowedHosts.parse(["127.0.0.1"]), {"ops": SECRET})
+        nodes = [
+            NotificationDispatcher(
+                store,
+                Notifier(store, lambda _: None),
+                {"webhook": channel},
+                owner=f"node-{n}",
+                poll_interval_seconds=0.01,
+                batch_size=3,
+            )
+            for n, store in enumerate(stores)
+        ]
+        for node in nodes:
+            node.start()
+        try:
+
+            async def all_delivered() -> bool:
+                found = await stores[0].list_deliveries(job_id="shared")
+                return len(found) == 30 and all(d.status == "delivered" for d in found)
+
+            await wait_until(all_delivered, 20, "30 deliveries")
+        finally:
+            for node in nodes:
+                await node.stop()
+            await channel.close()
+        ids = sorted(r.json["event_id"] for r in receiver.requests)
+        assert ids == sorted(f"e{i}" for i in range(30))  # each once, none twice

@@ -178,3 +178,45 @@ async def wait_until(
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"not reached within {timeout}s: {what}") from None
+
+
+class ThreadedWebhookReceiver:
+    """A ``WebhookReceiver`` on its own event loop in a thread, for tests that block (a
+    server in a subprocess polled with a synchronous client)."""
+
+    def __init__(self, port: int, **options: Any) -> None:
+        import threading
+
+        self._port = port
+        self._options = options
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.receiver: WebhookReceiver | None = None
+        self._thread = threading.Thread(target=self._serve, name="webhook-receiver", daemon=True)
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def start() -> None:
+            self.receiver = WebhookReceiver(**self._options)
+            await self.receiver.start(self._port)
+
+        loop.run_until_complete(start())
+        self._ready.set()
+        loop.run_forever()
+        assert self.receiver is not None
+        loop.run_until_complete(self.receiver.stop())
+        loop.close()
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the webhook receiver did not start")
+        assert self.receiver is not None
+        return self.receiver
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
