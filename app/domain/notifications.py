@@ -94,6 +94,9 @@ class OutboxSource(Protocol):
     async def finished(self, result: JobExecutionResult) -> list[OutboxMessage]:
         """Messages of an execution's terminal state (before its final row is written)."""
 
+    async def ended(self, job: JobDefinition, result: JobExecutionResult) -> list[OutboxMessage]:
+        """Messages of ``result`` ending so (an execution settled at recovery)."""
+
     def missed(
         self,
         job: JobDefinition,

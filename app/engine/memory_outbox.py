@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from app.domain.enums import JobStatus
 from app.domain.models import JobDefinition, JobExecutionResult
@@ -31,6 +32,12 @@ class _Row:
 class MemoryOutboxMixin:
     outbox_source: OutboxSource | None = None
     _outbox: dict[str, _Row]
+
+    if TYPE_CHECKING:
+
+        async def get_execution(self, execution_id: str) -> JobExecutionResult | None: ...
+
+        async def get_job_definition(self, execution_id: str) -> JobDefinition | None: ...
 
     def _outbox_rows(self) -> dict[str, _Row]:
         if not hasattr(self, "_outbox"):
@@ -115,3 +122,24 @@ class MemoryOutboxMixin:
         if self.outbox_source is not None:
             messages = self.outbox_source.missed(job, execution_id, at, reason, status)
             await self.add_outbox_messages(messages)
+
+    async def _interrupted_outbox(
+        self, execution_id: str, reason: str, status: JobStatus
+    ) -> list[OutboxMessage]:
+        if self.outbox_source is None:
+            return []
+        job = await self.get_job_definition(execution_id)
+        current = await self.get_execution(execution_id)
+        if job is None or not job.notifications or current is None:
+            return []
+        now = utc_now()
+        ended = dataclasses.replace(
+            current,
+            status=status,
+            error_message=reason,
+            end_time=now,
+            duration_seconds=(now - current.start_time).total_seconds()
+            if current.start_time
+            else 0.0,
+        )
+        return await self.outbox_source.ended(job, ended)

@@ -297,7 +297,9 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
         job = self._jobs.get(execution_id)
         if job is None or job.status.is_terminal:
             return False
+        notices = await self._interrupted_outbox(execution_id, reason, status)
         self._settle(execution_id, status, reason)
+        await self.add_outbox_messages(notices)
         return True
 
     async def get_job_definition(self, execution_id: str) -> JobDefinition | None:

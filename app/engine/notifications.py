@@ -182,7 +182,12 @@ class Notifier:
 
     async def finished(self, result: JobExecutionResult) -> list[OutboxMessage]:
         job = self._live_job(result.execution_id)
-        if job is None or not job.notifications or not result.status.is_terminal:
+        if job is None:
+            return []
+        return await self.ended(job, result)
+
+    async def ended(self, job: JobDefinition, result: JobExecutionResult) -> list[OutboxMessage]:
+        if not job.notifications or not result.status.is_terminal:
             return []
         rules = parse_rules(job.notifications)
         streak = 0

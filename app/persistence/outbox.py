@@ -14,6 +14,7 @@ state change that causes it, claimed and delivered by one node.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -245,6 +246,10 @@ class SqlOutboxMixin:
 
         def _read(self) -> AbstractAsyncContextManager[AsyncSession]: ...
 
+        async def get_execution(self, execution_id: str) -> JobExecutionResult | None: ...
+
+        async def get_job_definition(self, execution_id: str) -> JobDefinition | None: ...
+
     async def add_outbox_messages(self, messages: Sequence[OutboxMessage]) -> None:
         """Insert messages raised by no state change of their own (a run seen slow, an
         overdue schedule); a repeat of a message is ignored."""
@@ -300,3 +305,33 @@ class SqlOutboxMixin:
             job, row.execution_id, row.scheduled_for, reason, JobStatus(row.status)
         )
         await OutboxRepository(session).insert(messages)
+
+    async def _interrupted_outbox(
+        self, execution_id: str, reason: str, status: JobStatus
+    ) -> list[OutboxMessage]:
+        """Messages of an execution about to be settled at recovery (computed before its
+        transaction, written in it with ``_insert_outbox`` if it is settled)."""
+        if self.outbox_source is None:
+            return []
+        job = await self.get_job_definition(execution_id)
+        current = await self.get_execution(execution_id)
+        if job is None or not job.notifications or current is None:
+            return []
+        return await self.outbox_source.ended(job, settled_result(current, status, reason))
+
+    async def _insert_outbox(
+        self, session: AsyncSession, messages: Sequence[OutboxMessage]
+    ) -> None:
+        if messages:
+            await OutboxRepository(session).insert(messages)
+
+
+def settled_result(
+    current: JobExecutionResult, status: JobStatus, reason: str
+) -> JobExecutionResult:
+    """``current`` as recovery settles it."""
+    now = utc_now()
+    duration = (now - current.start_time).total_seconds() if current.start_time else 0.0
+    return dataclasses.replace(
+        current, status=status, error_message=reason, end_time=now, duration_seconds=duration
+    )

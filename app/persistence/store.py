@@ -481,12 +481,14 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         """End a non-terminal execution with ``status`` and ``reason`` (its unfinished
         steps FAILED); only if owned by ``owner`` when given. False if it already ended."""
         unfinished = tuple(s.value for s in JobStatus if not s.is_terminal)
+        notices = await self._interrupted_outbox(execution_id, reason, status)
         async with self._write() as session:
             row = await ExecutionRepository(session).settle(
                 execution_id, status, reason, from_statuses=unfinished, owner=owner
             )
             if row is not None:
                 await ScheduledRunRepository(session).mark_started(execution_id)
+                await self._insert_outbox(session, notices)  # failure notices, same transaction
         return row is not None
 
     async def get_job_definition(self, execution_id: str) -> JobDefinition | None:
