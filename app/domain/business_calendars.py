@@ -26,7 +26,13 @@ from typing import Any
 import holidays
 
 from app.domain.errors import ExecutionEngineError, FieldError
-from app.domain.schedules import FireTime, Schedule, local_instants, make_fire
+from app.domain.schedules import (
+    FireTime,
+    Schedule,
+    local_instants,
+    make_fire,
+    offset_changes_on,
+)
 from app.domain.timeutil import gap_end, get_zone
 
 ON_EXCLUDED = ("skip", "next_business_day", "previous_business_day")
@@ -235,9 +241,13 @@ class ExcludingSchedule:
         than ``after``, moved there."""
         clock = time(0)
         after_local = after.astimezone(self.zone).replace(tzinfo=None)
-        if after_local.date() == target and after_local.hour >= 3:
-            # Times of day more than the widest DST shift before after's cannot be later.
-            clock = (after_local - timedelta(hours=3)).time()
+        if after_local.date() == target:
+            # Only times of day from after's on can land later than it on ``target`` (from
+            # the widest DST shift before it when ``target`` changes its UTC offset). Every
+            # such time happens on ``source`` at or after its first instant there.
+            shifts = offset_changes_on(target, self.zone)
+            earliest = after_local - (timedelta(hours=3) if shifts else _EPSILON)
+            clock = earliest.time() if earliest.date() == target else time(0)
         start, _ = _instant(source, clock, self.zone)
         cursor = start - _EPSILON
         while True:

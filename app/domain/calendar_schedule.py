@@ -149,46 +149,45 @@ class CalendarSchedule:
         self.timezone = timezone
         self.zone = get_zone(timezone)
 
-    def _day_fires(self, d: date, after: datetime) -> Iterator[FireTime]:
-        """The fires of day ``d`` later than ``after``, in order."""
+    def _first_fire(self, d: date, after: datetime) -> FireTime | None:
+        """The earliest fire of day ``d`` later than ``after``."""
         rule = self.rule
         if rule.at is not None:
             naive = datetime.combine(d, rule.at)
             instants, in_gap = local_instants(naive, self.zone)
             at = gap_end(naive, self.zone) if in_gap else instants[0]
-            if at > after:
-                yield make_fire(at, self.zone, naive, in_gap=in_gap)
-            return
+            return make_fire(at, self.zone, naive, in_gap=in_gap) if at > after else None
         assert rule.repeat_every is not None
-        step = rule.repeat_every
         start = datetime.combine(d, rule.repeat_from)
-        end = datetime.combine(d, rule.repeat_until)
-        # Skip the slots that are certainly not later than ``after``: on a day without a DST
-        # change wall time maps one to one onto instants, so only the slot before after's
-        # wall time needs a test; on a DST day, look from the widest shift before it.
-        after_wall = after.astimezone(self.zone).replace(tzinfo=None, fold=0)
-        margin = _SHIFT if self._changes_offset(d) else step
-        skip = max(0, (after_wall - margin - start) // step) if after_wall > start else 0
-        naive = start + skip * step
-        pending: list[FireTime] = []
-        while naive <= end:
-            instants, _ = local_instants(naive, self.zone)
-            for at in instants:
+        last = (datetime.combine(d, rule.repeat_until) - start) // rule.repeat_every
+        # The slots that exist, mapped to their first (fold 0) or second (fold 1) instant,
+        # are in order: binary-search each mapping for its first slot later than ``after``.
+        best: FireTime | None = None
+        for fold in (0, 1):
+            lo, hi = 0, last + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._slot_instant(start + mid * rule.repeat_every, fold) > after:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            for k in range(lo, last + 1):
+                naive = start + k * rule.repeat_every
+                instants, in_gap = local_instants(naive, self.zone)
+                if in_gap:
+                    continue  # a slot in a gap does not exist
+                at = instants[min(fold, len(instants) - 1)]
                 if at > after:
-                    pending.append(make_fire(at, self.zone, naive))
-            if pending and naive > pending[0].nominal_local + _SHIFT:
-                break
-            naive += step
-        yield from sorted(pending, key=lambda f: f.at)
+                    if best is None or at < best.at:
+                        best = make_fire(at, self.zone, naive)
+                    break
+        return best
 
-    def _changes_offset(self, d: date) -> bool:
-        midnight = datetime.combine(d, time(0))
-        next_midnight = midnight + timedelta(days=1)
-        instants, in_gap = local_instants(midnight, self.zone)
-        if in_gap or len(instants) != 1:
-            return True
-        offset = midnight.replace(tzinfo=self.zone).utcoffset()
-        return offset != next_midnight.replace(tzinfo=self.zone).utcoffset()
+    def _slot_instant(self, naive: datetime, fold: int) -> datetime:
+        instants, in_gap = local_instants(naive, self.zone)
+        if in_gap:
+            return gap_end(naive, self.zone)
+        return instants[min(fold, len(instants) - 1)]
 
     def next_fire(self, after: datetime) -> FireTime | None:
         local_day = after.astimezone(self.zone).date()
@@ -197,10 +196,9 @@ class CalendarSchedule:
         for d in self.rule.days_from(first):
             if best is not None and datetime.combine(d, time(0)) > (best.nominal_local + _SHIFT):
                 break
-            for fire in self._day_fires(d, after):
-                if best is None or fire.at < best.at:
-                    best = fire
-                break
+            fire = self._first_fire(d, after)
+            if fire is not None and (best is None or fire.at < best.at):
+                best = fire
         return best
 
 

@@ -144,8 +144,11 @@ def cron_problems(expression: str) -> list[str]:
 def describe_cron(expression: str) -> str:
     """Plain English for an expression (cronsim's explainer, so the words follow the same
     AND/OR rule as the matching), with ``nW`` terms spelled out."""
+    problems = cron_problems(expression)
+    if problems:  # a definition stored before cron was exact (croniter accepted "5-1")
+        return f"Never: {'; '.join(problems)}"
     parts = expression.upper().split()
-    nearest = [t for t in parts[2].split(",") if _NEAREST.match(t)] if len(parts) == 5 else []
+    nearest = [t for t in parts[2].split(",") if _NEAREST.match(t)]
     if not nearest:
         return explain(expression)
     parts[2] = ",".join(t[:-1] if _NEAREST.match(t) else t for t in parts[2].split(","))

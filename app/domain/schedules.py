@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -130,6 +130,16 @@ def local_instants(naive: datetime, zone: ZoneInfo) -> tuple[list[datetime], boo
     if a == b:
         return [a], False
     return sorted({a, b}), False
+
+
+def offset_changes_on(day: date, zone: ZoneInfo) -> bool:
+    """Whether ``zone``'s UTC offset changes during local day ``day`` (a DST day)."""
+    midnight = datetime.combine(day, time(0))
+    instants, in_gap = local_instants(midnight, zone)
+    if in_gap or len(instants) != 1:
+        return True
+    following = (midnight + timedelta(days=1)).replace(tzinfo=zone)
+    return midnight.replace(tzinfo=zone).utcoffset() != following.utcoffset()
 
 
 def _steady(instant: datetime, zone: ZoneInfo) -> bool:

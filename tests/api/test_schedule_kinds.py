@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import httpx
 
+from app.api.service import ModernJobAPI
+from app.domain.models import JobDefinition
 from tests.api.helpers import assert_problem, shell_job
 
 JOBS = "/api/v2/jobs"
@@ -151,3 +153,21 @@ async def test_enable_and_disable_one_schedule(client: httpx.AsyncClient) -> Non
     assert {r["source"] for r in runs} == {"early", "late"}
     missing = await client.post(f"{JOBS}/two/schedules/nope/enable")
     assert assert_problem(missing, 404)["type"].endswith("schedule-not-found")
+
+
+async def test_a_job_stored_with_a_now_refused_cron_still_reads(
+    client: httpx.AsyncClient, job_api: ModernJobAPI
+) -> None:
+    # croniter accepted "5-1"; a row stored then is read, described and its next-runs refused.
+    legacy = JobDefinition(
+        job_id="legacy",
+        job_name="legacy",
+        steps=[{"step_id": "a", "type": "shell", "script": "echo"}],
+        schedule_config={"type": "cron", "expression": "0 0 5-1 * *"},
+    )
+    await job_api.engine.store.create_job(legacy, next_fire_at=None)  # type: ignore[attr-defined]
+    read = await client.get(f"{JOBS}/legacy")
+    assert read.status_code == 200, read.text
+    assert read.json()["schedule_description"].startswith("Never: cron day-of-month field")
+    problem = assert_problem(await client.get(f"{JOBS}/legacy/next-runs"), 400)
+    assert problem["errors"][0]["field"] == "schedule_config.expression"

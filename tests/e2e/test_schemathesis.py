@@ -70,6 +70,15 @@ CONFIG = SchemathesisConfig.from_dict(
                     "get_next_runs",
                     "preview_schedule",
                     "list_executions",
+                    # A real holiday country/subdivision, a schedule that exists, a calendar
+                    # in use (409).
+                    "enable_job_schedule",
+                    "disable_job_schedule",
+                    "list_calendars",
+                    "create_calendar",
+                    "get_calendar",
+                    "replace_calendar",
+                    "delete_calendar",
                 ],
                 "checks": {
                     "positive_data_acceptance": {

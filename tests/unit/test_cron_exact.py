@@ -218,3 +218,88 @@ def test_generated_schedule_models_are_not_stale(tmp_path: Path) -> None:
 
 def test_field_paths_know_every_schedule_type() -> None:
     assert SCHEDULE_TYPES == SCHEDULE_UNION_TAGS
+
+
+def test_an_expression_stored_before_cron_was_exact_is_described_not_raised() -> None:
+    # croniter accepted reversed ranges; a job stored then still reads.
+    assert describe_cron("* * 5-1 * *").startswith("Never: cron day-of-month field")
+
+
+@pytest.mark.parametrize(
+    ("tz", "expr", "expected"),
+    [
+        # Last Fridays of March (before both zones' spring change in London, after it in New
+        # York), April, October (London back on GMT since the 25th; New York still on EDT)
+        # and November (both on standard time).
+        (
+            "Europe/London",
+            "1 1 * * 5L",
+            [
+                "2026-03-27T01:01:00+00:00",
+                "2026-04-24T01:01:00+01:00",
+                "2026-10-30T01:01:00+00:00",
+                "2026-11-27T01:01:00+00:00",
+            ],
+        ),
+        (
+            "America/New_York",
+            "1 1 * * 5L",
+            [
+                "2026-03-27T01:01:00-04:00",
+                "2026-04-24T01:01:00-04:00",
+                "2026-10-30T01:01:00-04:00",
+                "2026-11-27T01:01:00-05:00",
+            ],
+        ),
+        # Last weekdays: 31 March (Tue), 30 April (Thu), 30 October (Fri; the 31st is a
+        # Saturday), 30 November (Mon).
+        (
+            "Europe/London",
+            "0 18 LW * *",
+            [
+                "2026-03-31T18:00:00+01:00",
+                "2026-04-30T18:00:00+01:00",
+                "2026-10-30T18:00:00+00:00",
+                "2026-11-30T18:00:00+00:00",
+            ],
+        ),
+        (
+            "America/New_York",
+            "0 18 LW * *",
+            [
+                "2026-03-31T18:00:00-04:00",
+                "2026-04-30T18:00:00-04:00",
+                "2026-10-30T18:00:00-04:00",
+                "2026-11-30T18:00:00-05:00",
+            ],
+        ),
+        # Second Mondays: 9 March (New York already on EDT since the 8th, London not yet),
+        # 13 April, 12 October, 9 November.
+        (
+            "Europe/London",
+            "30 2 * * 1#2",
+            [
+                "2026-03-09T02:30:00+00:00",
+                "2026-04-13T02:30:00+01:00",
+                "2026-10-12T02:30:00+01:00",
+                "2026-11-09T02:30:00+00:00",
+            ],
+        ),
+        (
+            "America/New_York",
+            "30 2 * * 1#2",
+            [
+                "2026-03-09T02:30:00-04:00",
+                "2026-04-13T02:30:00-04:00",
+                "2026-10-12T02:30:00-04:00",
+                "2026-11-09T02:30:00-05:00",
+            ],
+        ),
+    ],
+)
+def test_extensions_across_both_transitions(tz: str, expr: str, expected: list[str]) -> None:
+    fires = [f.local.isoformat() for f in upcoming(CronSchedule(expr, tz), utc(2026, 3, 1), 12)]
+    march, april, october, november = (
+        next(f for f in fires if f[5:7] == month) for month in ("03", "04", "10", "11")
+    )
+    assert [march, april, october, november] == expected
