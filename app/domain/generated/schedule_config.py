@@ -15,7 +15,9 @@ class RelativeDay(ScheduleConfigBase):
     model_config = ConfigDict(
         extra="forbid",
     )
-    week: Literal["first", "second", "third", "fourth", "last"]
+    week: Annotated[
+        Literal["first", "second", "third", "fourth", "last"], Field(examples=["last"])
+    ]
     day: Annotated[
         Literal[
             "monday",
@@ -30,7 +32,8 @@ class RelativeDay(ScheduleConfigBase):
             "weekend_day",
         ],
         Field(
-            description="A day of the week, or day (any day), weekday (Monday-Friday), weekend_day (Saturday or Sunday)."
+            description="A day of the week, or day (any day), weekday (Monday-Friday), weekend_day (Saturday or Sunday).",
+            examples=["friday"],
         ),
     ]
 
@@ -43,14 +46,21 @@ class Repeat(ScheduleConfigBase):
     model_config = ConfigDict(
         extra="forbid",
     )
-    every: Annotated[int, Field(ge=1, le=86400)]
-    unit: Literal["seconds", "minutes", "hours"]
+    every: Annotated[int, Field(examples=[15], ge=1, le=86400)]
+    unit: Annotated[Literal["seconds", "minutes", "hours"], Field(examples=["minutes"])]
     from_: Annotated[
         str,
-        Field(alias="from", pattern="^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"),
+        Field(
+            alias="from",
+            examples=["08:00"],
+            pattern="^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+        ),
     ] = "00:00:00"
     until: Annotated[
-        str, Field(pattern="^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
+        str,
+        Field(
+            examples=["18:00"], pattern="^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+        ),
     ] = "23:59:59"
 
 
@@ -74,7 +84,8 @@ class Exclusion(ScheduleConfigBase):
     on_excluded: Annotated[
         Literal["skip", "next_business_day", "previous_business_day"],
         Field(
-            description="skip: the fire is recorded in the history as excluded; next_business_day / previous_business_day: it fires at the same wall-clock time on the nearest business day after / before."
+            description="skip: the fire is recorded in the history as excluded; next_business_day / previous_business_day: it fires at the same wall-clock time on the nearest business day after / before.",
+            examples=["next_business_day"],
         ),
     ] = "skip"
 
@@ -87,7 +98,10 @@ class CronScheduleConfig(ScheduleConfigBase):
     model_config = ConfigDict(
         extra="forbid",
     )
-    type: Annotated[Literal["cron"], Field(description="Schedule type discriminator.")]
+    type: Annotated[
+        Literal["cron"],
+        Field(description="Schedule type discriminator.", examples=["cron"]),
+    ]
     expression: Annotated[
         str,
         Field(
@@ -116,13 +130,15 @@ class CronScheduleConfig(ScheduleConfigBase):
     misfire_policy: Annotated[
         Literal["run_once", "skip", "run_all"],
         Field(
-            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed."
+            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed.",
+            examples=["run_once"],
         ),
     ] = "run_once"
     overlap_policy: Annotated[
         Literal["skip", "allow", "queue", "replace"],
         Field(
-            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first."
+            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first.",
+            examples=["skip"],
         ),
     ] = "skip"
     exclude: Exclusion | None = None
@@ -137,7 +153,8 @@ class IntervalScheduleConfig(ScheduleConfigBase):
         extra="forbid",
     )
     type: Annotated[
-        Literal["interval"], Field(description="Schedule type discriminator.")
+        Literal["interval"],
+        Field(description="Schedule type discriminator.", examples=["interval"]),
     ]
     every_seconds: Annotated[
         int,
@@ -162,13 +179,15 @@ class IntervalScheduleConfig(ScheduleConfigBase):
     misfire_policy: Annotated[
         Literal["run_once", "skip", "run_all"],
         Field(
-            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed."
+            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed.",
+            examples=["run_once"],
         ),
     ] = "run_once"
     overlap_policy: Annotated[
         Literal["skip", "allow", "queue", "replace"],
         Field(
-            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first."
+            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first.",
+            examples=["skip"],
         ),
     ] = "skip"
     exclude: Exclusion | None = None
@@ -182,7 +201,10 @@ class OnceScheduleConfig(ScheduleConfigBase):
     model_config = ConfigDict(
         extra="forbid",
     )
-    type: Annotated[Literal["once"], Field(description="Schedule type discriminator.")]
+    type: Annotated[
+        Literal["once"],
+        Field(description="Schedule type discriminator.", examples=["once"]),
+    ]
     at: Annotated[
         str,
         Field(
@@ -194,13 +216,15 @@ class OnceScheduleConfig(ScheduleConfigBase):
     misfire_policy: Annotated[
         Literal["run_once", "skip", "run_all"],
         Field(
-            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed."
+            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed.",
+            examples=["run_once"],
         ),
     ] = "run_once"
     overlap_policy: Annotated[
         Literal["skip", "allow", "queue", "replace"],
         Field(
-            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first."
+            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first.",
+            examples=["skip"],
         ),
     ] = "skip"
     exclude: Exclusion | None = None
@@ -215,18 +239,21 @@ class CalendarScheduleConfig(ScheduleConfigBase):
         extra="forbid",
     )
     type: Annotated[
-        Literal["calendar"], Field(description="Schedule type discriminator.")
+        Literal["calendar"],
+        Field(description="Schedule type discriminator.", examples=["calendar"]),
     ]
     frequency: Annotated[
         Literal["daily", "weekly", "monthly", "monthly_relative"],
         Field(
-            description="daily: every interval days; weekly: on weekdays, every interval weeks (weeks start on Monday); monthly: on day_of_month, every interval months; monthly_relative: on relative (e.g. the last Friday), every interval months."
+            description="daily: every interval days; weekly: on weekdays, every interval weeks (weeks start on Monday); monthly: on day_of_month, every interval months; monthly_relative: on relative (e.g. the last Friday), every interval months.",
+            examples=["weekly"],
         ),
     ]
     interval: Annotated[
         int,
         Field(
             description="Every how many days, weeks or months, counted from start_date.",
+            examples=[2],
             ge=1,
             le=1000,
         ),
@@ -255,6 +282,7 @@ class CalendarScheduleConfig(ScheduleConfigBase):
         int | None,
         Field(
             description="monthly only: the day of the month. In a month without that day it runs on the month's last day, as SQL Server Agent does.",
+            examples=[15],
             ge=1,
             le=31,
         ),
@@ -288,13 +316,15 @@ class CalendarScheduleConfig(ScheduleConfigBase):
     misfire_policy: Annotated[
         Literal["run_once", "skip", "run_all"],
         Field(
-            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed."
+            description="What happens to fires that came due while the service was down or busy: run_once runs the latest of them once (the others are recorded coalesced), run_all runs each (at most 10), skip runs only on-time fires. Fires beyond V2_MISFIRE_GRACE_SECONDS are always recorded missed.",
+            examples=["run_once"],
         ),
     ] = "run_once"
     overlap_policy: Annotated[
         Literal["skip", "allow", "queue", "replace"],
         Field(
-            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first."
+            description="A fire while an earlier run of the job is still queued or running: skip records it skipped, allow runs side by side, queue waits for the earlier runs, replace cancels them first.",
+            examples=["skip"],
         ),
     ] = "skip"
     exclude: Exclusion | None = None
