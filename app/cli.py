@@ -292,8 +292,9 @@ def jobs_show(ctx: click.Context, job_id: str) -> None:
             ("name", j["job_name"]),
             ("timezone", j["timezone"]),
             ("enabled", j["enabled"]),
+            ("schedule", j.get("schedule_description")),
             (
-                "schedule",
+                "expression",
                 json.dumps(j.get("schedule_config")) if j.get("schedule_config") else None,
             ),
             ("next fire (local)", j.get("next_fire_at_local")),

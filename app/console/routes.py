@@ -38,6 +38,16 @@ templates.env.filters.update(FILTERS)
 templates.env.globals["charts"] = charts
 
 
+#: Every console answer: only this server's own files, never inside another site's frame.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 class ConsoleRoute(APIRoute):
     """Errors of a console route become an HTML page (or the login form), not JSON."""
 
@@ -45,6 +55,11 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def console_handler(request: Request) -> Response:
+            response = await answer(request)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except LoginRequired:

@@ -96,6 +96,8 @@ async def test_open_mode_serves_the_pages_and_redirects_root(client: httpx.Async
         assert expected in page.text, path
         assert "hunter2-secret" not in page.text, path
         assert '<script src="http' not in page.text and "cdn" not in page.text.lower()
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
 
 
 async def test_jobs_page_shows_next_fire_in_local_and_utc(client: httpx.AsyncClient) -> None:

@@ -61,6 +61,8 @@ def test_jobs_list_show_disable_enable(server: LiveServer) -> None:
 
     shown = json.loads(run(server, "jobs", "show", job_id, "--json").stdout)
     assert shown["job_id"] == job_id and shown["next_fire_at"]
+    text = run(server, "jobs", "show", job_id).stdout
+    assert shown["schedule_description"] in text and "main" in text
 
     disabled = run(server, "jobs", "disable", job_id)
     assert disabled.exit_code == 0 and f"{job_id}: disabled" in disabled.stdout
