@@ -20,7 +20,8 @@ from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 
-from app.api.errors import field_errors_from_pydantic, status_for
+from app.api.errors import NotReadyError, field_errors_from_pydantic, status_for
+from app.api.events_routes import known_execution
 from app.api.live import follow_execution, last_event_number
 from app.api.security import SecurityState
 from app.api.service import ModernJobAPI
@@ -104,15 +105,14 @@ def get_viewer(request: Request) -> Viewer:
 def get_console(request: Request) -> ConsoleService:
     api: ModernJobAPI | None = getattr(request.app.state, "job_api", None)
     if api is None:
-        from app.api.errors import NotReadyError
-
         raise NotReadyError("the service is starting or stopping")
     return ConsoleService(api)
 
 
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 ConsoleDep = Annotated[ConsoleService, Depends(get_console)]
-CsrfField = Annotated[str | None, Form()]
+CsrfField = Annotated[str | None, Form(max_length=200)]
+BackField = Annotated[str | None, Form(max_length=2000)]
 
 
 def render(
@@ -277,7 +277,7 @@ async def enable_job(
     viewer: ViewerDep,
     console: ConsoleDep,
     csrf_token: CsrfField = None,
-    back: CsrfField = None,
+    back: BackField = None,
 ) -> Response:
     return await _set_enabled(job_id, True, viewer, console, csrf_token, back)
 
@@ -288,7 +288,7 @@ async def disable_job(
     viewer: ViewerDep,
     console: ConsoleDep,
     csrf_token: CsrfField = None,
-    back: CsrfField = None,
+    back: BackField = None,
 ) -> Response:
     return await _set_enabled(job_id, False, viewer, console, csrf_token, back)
 
@@ -331,9 +331,11 @@ async def execution_page(
 
 @console_router.get("/executions/{execution_id}/events", response_class=EventSourceResponse)
 async def execution_events(
-    request: Request, execution_id: str, viewer: ViewerDep, console: ConsoleDep
+    request: Request,
+    viewer: ViewerDep,
+    execution_id: Annotated[str, Depends(known_execution)],  # 404 before the stream starts
+    console: ConsoleDep,
 ) -> AsyncIterator[ServerSentEvent]:
-    await console.api.get_execution(execution_id)  # 404 page for an unknown id
     after = last_event_number(request.headers.get("last-event-id"))
     async for event in follow_execution(console.api.engine, execution_id, after):
         yield event

@@ -284,3 +284,18 @@ async def test_the_execution_page_shows_every_attempt(client: httpx.AsyncClient)
     rows = re.findall(r"<tr>\s*<td>(\d)</td>", attempts.group())
     assert rows == ["1", "2"]
     assert attempts.group().count("exit code 4") == 2
+
+
+async def test_the_console_event_stream_replays_a_run_and_refuses_unknown_ids(
+    client: httpx.AsyncClient,
+) -> None:
+    done = await client.post("/api/v2/jobs/execute", json=shell_job("ev", "echo streamed"))
+    execution_id = done.json()["execution_id"]
+
+    stream = await client.get(f"/ui/executions/{execution_id}/events")
+    unknown = await client.get("/ui/executions/nope/events")
+
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert '"line": "streamed"' in stream.text and "event: end" in stream.text
+    assert unknown.status_code == 404
