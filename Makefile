@@ -2,8 +2,10 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-HOST    ?= 127.0.0.1
-PORT    ?= 8000
+# make run HOST=... PORT=... overrides V2_HOST / V2_PORT (which default to 127.0.0.1:8000).
+HOST    ?=
+PORT    ?=
+STAMP   := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint format generate openapi migrate bench bench-quick api-key clean
 
@@ -11,11 +13,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python  ## install the service and its dev tools into .venv
+# Reinstalled only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
 
-run: install  ## serve on 127.0.0.1:8000 with the embedded SQLite default
-	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+install: $(STAMP)  ## install the service and its dev tools into .venv (when pyproject.toml changed)
+
+run: install  ## serve on V2_HOST:V2_PORT (default 127.0.0.1:8000) with the embedded SQLite default
+	$(BIN)/python -m app $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install  ## the whole suite (needs PostgreSQL and MariaDB, see README)
 	$(BIN)/pytest

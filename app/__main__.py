@@ -9,20 +9,29 @@ set V2_API_KEYS.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.api.open_mode import InsecureBindError
 from app.domain.errors import ConfigurationError
 from app.main import create_app
 from app.settings import Settings
+from app.startup import database_problems, settings_problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve Job Scheduler V2 (the API, Swagger UI at /docs, /health, /ready).",
+        epilog="Configuration comes from V2_* environment variables (README, Configuration): "
+        "V2_DATABASE_URL, V2_CONNECTIONS, V2_API_KEYS, V2_LOG_LEVEL, ... Without API keys "
+        "the service listens on loopback only. An invalid configuration exits with status 2 "
+        "and one 'error:' line per problem.",
+    )
     parser.add_argument("--host", help="address to listen on (default: V2_HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: V2_PORT, 8000)")
     args = parser.parse_args(argv)
@@ -31,21 +40,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except (SettingsError, ValidationError) as exc:
+        return _refuse(settings_problems(exc))
     settings.configure_logging()
+    problems = database_problems(settings)
+    if problems:
+        return _refuse(problems)
     try:
         app = create_app(settings)
     except (InsecureBindError, ConfigurationError) as exc:
-        logging.getLogger("app").critical("not starting: %s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse([str(exc)])
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through configure_logging's handler too
     )
     return 0
+
+
+def _refuse(problems: list[str]) -> int:
+    """Exit 2 with one ``error:`` line per problem on stderr."""
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -79,6 +79,19 @@ class PermissionDeniedError(ExecutionEngineError):
         super().__init__(message)
 
 
+class InvalidRequestError(ExecutionEngineError):
+    """A query parameter or header of the request is invalid (400 ``invalid-request``, as
+    FastAPI's own validation errors); ``errors`` names each."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(map(str, errors)))
+
+
+class InvalidScheduleError(ConfigurationError):
+    """A schedule to preview is invalid (400 ``invalid-schedule``)."""
+
+
 class RateLimitedError(ExecutionEngineError):
     """Too many executions started in the last minute (429 with ``Retry-After``)."""
 
@@ -107,6 +120,8 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (NotAuthenticatedError, 401, "not-authenticated"),
     (PermissionDeniedError, 403, "forbidden"),
     (RateLimitedError, 429, "rate-limited"),
+    (InvalidRequestError, 400, "invalid-request"),
+    (InvalidScheduleError, 400, "invalid-schedule"),
     (ConfigurationError, 400, "invalid-job"),
     (SchedulingError, 400, "invalid-schedule"),
 )
@@ -201,6 +216,13 @@ def field_errors_from_pydantic(
 def _without_location(err: Mapping[str, Any]) -> Mapping[str, Any]:
     loc = tuple(err.get("loc", ()))
     if loc and loc[0] in _PARAM_LOCATIONS:
+        if loc[0] != "body" and err.get("type") == "extra_forbidden":
+            return {
+                **err,
+                "loc": loc[1:],
+                "type": "value_error",
+                "ctx": {"error": f"unknown {loc[0]} parameter"},
+            }
         return {**err, "loc": loc[1:]}
     return err
 
@@ -221,7 +243,7 @@ def prefixed(exc: ConfigurationError, prefix: str) -> ConfigurationError:
 
 
 def domain_field_errors(exc: ExecutionEngineError) -> list[FieldError]:
-    if isinstance(exc, ConfigurationError | PermissionDeniedError):
+    if isinstance(exc, ConfigurationError | PermissionDeniedError | InvalidRequestError):
         return list(exc.errors)
     if isinstance(exc, SchedulingError) and exc.field:
         return [FieldError(exc.field, str(exc))]

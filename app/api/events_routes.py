@@ -12,6 +12,7 @@ from app.api.dependencies import JobAPIDep
 from app.api.errors import PROBLEM_MEDIA_TYPE, problem_responses
 from app.api.live import follow_execution, last_event_number
 from app.api.openapi import PROBLEM_REF
+from app.api.queries import NoQuery
 from app.api.responses import operation_id
 from app.api.routes import ExecutionId
 from app.api.security import ReadKey
@@ -28,8 +29,9 @@ _PROBLEMS = {
 }
 
 
-async def known_execution(execution_id: ExecutionId, api: JobAPIDep) -> str:
-    """The path's execution id; 404 (before the stream starts) when it is unknown."""
+async def known_execution(execution_id: ExecutionId, api: JobAPIDep, query: NoQuery) -> str:
+    """The path's execution id; 404 (before the stream starts) when it is unknown. (The
+    query is checked here, before the lookup, so that an unknown parameter answers 400.)"""
     await api.get_execution(execution_id)
     return execution_id
 

@@ -1,15 +1,19 @@
 """Job definitions as they enter: parsed, validated and checked against this server.
 
 ``JobParser.parse`` validates like the HTTP API (strict types, known step types, limits), then
-the domain rules, then the server's policy (script roots, script length, timeout ceiling);
-every problem is reported in one ``ConfigurationError``. ``check_connection_access`` answers
-403 for connections the API key may not use.
+the domain rules, then what this server can run (connections that exist, ``$from``
+references to earlier steps, script roots, script length, timeout ceiling); every problem is
+reported in one ``ConfigurationError`` (with the domain's rules even when the request does
+not match the schema, see ``job_rules``).
+``check_connection_access`` answers 403 for connections the API key may not use;
+``warnings`` says what is accepted but will not work here (PowerShell without ``pwsh``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +25,9 @@ from app.api.schemas import JobCreate
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.models import JobDefinition
 from app.engine.notifications import NotificationPolicy
+from app.steps.factory import StepFactory
 from app.steps.paths import confine_step_paths
+from app.steps.references import reference_errors
 from app.steps.resources import StepResources
 
 DEFAULT_MAX_STEPS_PER_JOB = 100
@@ -44,6 +50,11 @@ class JobParser:
     max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS
     #: Which notification destinations this server allows (none by default).
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
+    #: Whether ``resources.powershell_executable`` exists on this machine (looked up once).
+    pwsh_available: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pwsh_available = shutil.which(self.resources.powershell_executable) is not None
 
     def parse(self, job_data: JobInput, *, prefix: str = "") -> JobDefinition:
         """A valid JobDefinition, or one ``ConfigurationError`` listing every problem (field
@@ -71,6 +82,9 @@ class JobParser:
         try:
             if errors:
                 raise ConfigurationError(errors)
+            for step in data.get("steps") or ():
+                if isinstance(step, dict) and step.get("step_id") and not step.get("step_name"):
+                    step["step_name"] = step["step_id"]  # as an execution shows it
             job = JobDefinition.from_dict(data)
             job.validate()
             policy = self.policy_errors(job)
@@ -80,10 +94,52 @@ class JobParser:
             raise (prefixed(exc, prefix) if prefix else exc) from None
         return job
 
+    def warnings(self, job: JobDefinition) -> list[FieldError]:
+        """Why a stored job will fail on this server as it is now: PowerShell steps without
+        ``pwsh``, connections removed from V2_CONNECTIONS since the job was stored."""
+        out: list[FieldError] = []
+        known = self.resources.connections.names()
+        for i, step in enumerate(job.steps):
+            if step.get("type") == "powershell" and not self.pwsh_available:
+                out.append(FieldError(f"steps[{i}]", self.pwsh_missing()))
+            name = step.get("connection_name")
+            if isinstance(name, str) and name not in known:
+                out.append(
+                    FieldError(
+                        f"steps[{i}].connection_name",
+                        f"connection {name!r} is not configured on this server "
+                        "(V2_CONNECTIONS): this step fails until it is",
+                    )
+                )
+        return out
+
+    def pwsh_missing(self) -> str:
+        """The warning for PowerShell steps on a server without ``pwsh``."""
+        return (
+            f"PowerShell is not installed on this server "
+            f"({self.resources.powershell_executable!r} not found, V2_POWERSHELL_EXECUTABLE): "
+            "PowerShell steps fail until it is"
+        )
+
     def policy_errors(self, job: JobDefinition) -> list[FieldError]:
-        """The server's limits on a valid job: paths inside V2_SCRIPT_ROOTS, query/script
-        length (V2_MAX_SCRIPT_CHARS), timeouts (V2_MAX_TIMEOUT_SECONDS)."""
+        """What this server can run: connections it has (V2_CONNECTIONS), ``$from``
+        references to earlier steps in a form their type outputs, paths inside
+        V2_SCRIPT_ROOTS, query/script length (V2_MAX_SCRIPT_CHARS), timeouts
+        (V2_MAX_TIMEOUT_SECONDS), notification destinations it allows."""
         errors: list[FieldError] = self.notifications.errors(job)
+        known = self.resources.connections.names()
+        for i, step in enumerate(job.steps):
+            name = step.get("connection_name")
+            if isinstance(name, str) and name not in known:
+                listed = ", ".join(repr(n) for n in known) or "none configured"
+                errors.append(
+                    FieldError(
+                        f"steps[{i}].connection_name",
+                        f"unknown connection {name!r} on this server (known: {listed}; "
+                        "V2_CONNECTIONS)",
+                    )
+                )
+        errors.extend(reference_errors(job.steps, StepFactory.output_fields))
         ceiling = self.max_timeout_seconds
         if job.timeout_seconds > ceiling:
             errors.append(

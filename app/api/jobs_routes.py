@@ -6,15 +6,14 @@ disable with ``If-Match: "<version>"`` is refused with 412 when the job changed 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.dependencies import JobAPIDep, StoredJobsDep
-from app.api.errors import problem_responses
+from app.api.errors import InvalidRequestError, problem_responses
 from app.api.jobs_schemas import (
     EXAMPLE_RECURRING_JOB,
     BackfillCreate,
@@ -27,9 +26,12 @@ from app.api.jobs_schemas import (
     RunCreate,
     SchedulePreviewCreate,
 )
+from app.api.queries import ExecutionListQuery, JobListQuery, NextRunsQuery, NoQuery, WaitQuery
 from app.api.responses import (
     ACCEPTED_202,
     EXECUTION_400,
+    EXECUTION_LINKS,
+    JOB_LINKS,
     accepted_response,
     execution_response,
     json_response,
@@ -38,11 +40,7 @@ from app.api.responses import (
 )
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate, Problem
 from app.api.security import AdminKey, ExecutionKey, ReadKey, key_id
-from app.domain.enums import JobStatus
-from app.domain.errors import ConfigurationError, FieldError
-from app.domain.jobs import JobQuery
-from app.domain.records import ExecutionQuery
-from app.domain.timeutil import parse_iso
+from app.domain.errors import FieldError
 
 jobs_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operation_id)
 
@@ -54,7 +52,7 @@ _JOB_HEADERS = {
 }
 # What a route that changes a stored job answers besides its 200.
 _JOB_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"headers": _JOB_HEADERS},
+    200: {"headers": _JOB_HEADERS, "links": JOB_LINKS},
     404: _404,
     412: _412,
     **problem_responses(400, 413, 500, 503),
@@ -75,7 +73,7 @@ def expected_version(
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise ConfigurationError([FieldError("If-Match", 'must be a version such as "3"')])
+        raise InvalidRequestError([FieldError("If-Match", 'must be a version such as "3"')])
     return int(text)
 
 
@@ -102,7 +100,7 @@ def job_response(job: JobRead, status: int = 200, request: Request | None = None
     status_code=201,
     response_model=JobRead,
     responses={
-        201: {"headers": _JOB_HEADERS},
+        201: {"headers": _JOB_HEADERS, "links": JOB_LINKS},
         409: {"model": Problem, "description": "A job with this job_id exists."},
         **problem_responses(400, 413, 500, 503),
     },
@@ -122,6 +120,7 @@ async def create_job(
     key: AdminKey,
     jobs: StoredJobsDep,
     request: Request,
+    query: NoQuery,
 ) -> Response:
     return job_response(await jobs.create(job, requested_by=key_id(key)), 201, request)
 
@@ -135,17 +134,8 @@ async def create_job(
     response_model=JobPageRead,
     responses=problem_responses(400, 500, 503),
 )
-async def list_jobs(
-    _: ReadKey,
-    jobs: StoredJobsDep,
-    enabled: bool | None = None,
-    timezone: Annotated[str | None, Query(max_length=50)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> JobPageRead:
-    return await jobs.list_jobs(
-        JobQuery(enabled=enabled, timezone=timezone, limit=limit, cursor=cursor)
-    )
+async def list_jobs(_: ReadKey, jobs: StoredJobsDep, query: JobListQuery) -> JobPageRead:
+    return await jobs.list_jobs(query.to_query())
 
 
 @jobs_router.get(
@@ -155,9 +145,13 @@ async def list_jobs(
     description="The job with its version (also as ETag), next fire time (UTC and local) "
     "and last execution.",
     response_model=JobRead,
-    responses={200: {"headers": _JOB_HEADERS}, 404: _404, **problem_responses(400, 500, 503)},
+    responses={
+        200: {"headers": _JOB_HEADERS, "links": JOB_LINKS},
+        404: _404,
+        **problem_responses(400, 500, 503),
+    },
 )
-async def get_job(job_id: JobId, _: ReadKey, jobs: StoredJobsDep) -> Response:
+async def get_job(job_id: JobId, _: ReadKey, jobs: StoredJobsDep, query: NoQuery) -> Response:
     return job_response(await jobs.get(job_id))
 
 
@@ -183,6 +177,7 @@ async def replace_job(
     key: AdminKey,
     jobs: StoredJobsDep,
     version: ExpectedVersion,
+    query: NoQuery,
 ) -> Response:
     return job_response(
         await jobs.replace(job_id, job, requested_by=key_id(key), expected_version=version)
@@ -214,6 +209,7 @@ async def update_job(
     key: AdminKey,
     jobs: StoredJobsDep,
     version: ExpectedVersion,
+    query: NoQuery,
 ) -> Response:
     return job_response(
         await jobs.patch(job_id, changes, requested_by=key_id(key), expected_version=version)
@@ -230,7 +226,7 @@ async def update_job(
     responses={404: _404, 412: _412, **problem_responses(400, 500, 503)},
 )
 async def delete_job(
-    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion, query: NoQuery
 ) -> Response:
     await jobs.delete(job_id, expected_version=version)
     return Response(status_code=204)
@@ -245,7 +241,7 @@ async def delete_job(
     responses=_JOB_CHANGE_RESPONSES,
 )
 async def enable_job(
-    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion, query: NoQuery
 ) -> Response:
     return job_response(await jobs.set_enabled(job_id, True, expected_version=version))
 
@@ -259,7 +255,7 @@ async def enable_job(
     responses=_JOB_CHANGE_RESPONSES,
 )
 async def disable_job(
-    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+    job_id: JobId, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion, query: NoQuery
 ) -> Response:
     return job_response(await jobs.set_enabled(job_id, False, expected_version=version))
 
@@ -279,7 +275,12 @@ ScheduleName = Annotated[
     responses=_JOB_CHANGE_RESPONSES,
 )
 async def enable_job_schedule(
-    job_id: JobId, name: ScheduleName, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+    job_id: JobId,
+    name: ScheduleName,
+    _: AdminKey,
+    jobs: StoredJobsDep,
+    version: ExpectedVersion,
+    query: NoQuery,
 ) -> Response:
     return job_response(
         await jobs.set_schedule_enabled(job_id, name, True, expected_version=version)
@@ -295,7 +296,12 @@ async def enable_job_schedule(
     responses=_JOB_CHANGE_RESPONSES,
 )
 async def disable_job_schedule(
-    job_id: JobId, name: ScheduleName, _: AdminKey, jobs: StoredJobsDep, version: ExpectedVersion
+    job_id: JobId,
+    name: ScheduleName,
+    _: AdminKey,
+    jobs: StoredJobsDep,
+    version: ExpectedVersion,
+    query: NoQuery,
 ) -> Response:
     return job_response(
         await jobs.set_schedule_enabled(job_id, name, False, expected_version=version)
@@ -315,6 +321,7 @@ async def disable_job_schedule(
     "execution's metadata.",
     response_model=ExecutionRead,
     responses={
+        200: {"links": EXECUTION_LINKS},
         202: ACCEPTED_202,
         400: EXECUTION_400,
         404: _404,
@@ -330,6 +337,7 @@ async def run_job(
     key: ExecutionKey,
     jobs: StoredJobsDep,
     request: Request,
+    query: WaitQuery,
     body: Annotated[
         RunCreate | None,
         Body(
@@ -347,9 +355,8 @@ async def run_job(
             }
         ),
     ] = None,
-    wait: Annotated[bool, Query()] = True,
 ) -> Response:
-    result = await jobs.run(job_id, body, key=key, wait=wait, status_url=status_url(request))
+    result = await jobs.run(job_id, body, key=key, wait=query.wait, status_url=status_url(request))
     if isinstance(result, ExecutionAcceptedRead):
         return accepted_response(result)
     return execution_response(result)
@@ -417,9 +424,9 @@ async def get_next_runs(
     job_id: JobId,
     _: ReadKey,
     jobs: StoredJobsDep,
-    count: Annotated[int, Query(ge=1, le=500)] = 10,
+    query: NextRunsQuery,
 ) -> NextRunsRead:
-    return await jobs.next_runs(job_id, count)
+    return await jobs.next_runs(job_id, query.count, after=query.after)
 
 
 @jobs_router.post(
@@ -452,6 +459,7 @@ async def preview_schedule(
     ],
     _: ReadKey,
     jobs: StoredJobsDep,
+    query: NoQuery,
 ) -> NextRunsRead:
     return await jobs.preview(preview)
 
@@ -468,38 +476,9 @@ async def preview_schedule(
     responses=problem_responses(400, 500, 503),
 )
 async def list_executions(
-    _: ReadKey,
-    api: JobAPIDep,
-    job_id: Annotated[str | None, Query(max_length=100)] = None,
-    status: JobStatus | None = None,
-    timezone: Annotated[str | None, Query(max_length=50)] = None,
-    started_after: Annotated[str | None, Query(max_length=64)] = None,
-    started_before: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    _: ReadKey, api: JobAPIDep, query: ExecutionListQuery
 ) -> ExecutionPageRead:
-    query = ExecutionQuery(
-        job_id=job_id,
-        status=status,
-        timezone=timezone,
-        started_after=_instant(started_after, "started_after"),
-        started_before=_instant(started_before, "started_before"),
-        limit=limit,
-        cursor=cursor,
-    )
-    return await api.list_executions(query)
-
-
-def _instant(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = parse_iso(value)
-    except ValueError:
-        raise ConfigurationError([FieldError(field, "is not an ISO 8601 date-time")]) from None
-    if moment.tzinfo is None:
-        raise ConfigurationError([FieldError(field, "must carry a UTC offset (e.g. Z)")])
-    return moment
+    return await api.list_executions(query.to_query())
 
 
 __all__: list[Any] = ["jobs_router"]

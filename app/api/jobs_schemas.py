@@ -5,18 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
+from app.api.job_rules import job_problems, schedule_problems, with_domain_problems
 from app.api.notifications_schemas import NotificationRuleCreate
 from app.api.schemas import (
     EXAMPLE_JOB,
     ExecutionRead,
     JobCreate,
     NamedScheduleCreate,
+    ProblemFieldError,
     StepCreate,
     _check_timezone,
 )
 from app.domain.describe import describe_config
+from app.domain.errors import FieldError
 from app.domain.generated.schedule_config import ScheduleConfig
 from app.domain.job_schedule import job_schedules
 from app.domain.jobs import StoredJob, job_policies
@@ -71,6 +81,11 @@ class JobPatch(BaseModel):
     @classmethod
     def _timezone_is_known(cls, value: str | None) -> str | None:
         return None if value is None else _check_timezone(value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return with_domain_problems(data, handler, job_problems)
 
 
 class FireTimeRead(BaseModel):
@@ -190,6 +205,11 @@ class SchedulePreviewCreate(BaseModel):
     def _timezone_is_known(cls, value: str) -> str:
         return _check_timezone(value)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return with_domain_problems(data, handler, schedule_problems)
+
 
 class ExecutionSummaryRead(BaseModel):
     execution_id: str
@@ -228,9 +248,20 @@ class JobRead(JobCreate):
         "next_fire_at is past beyond the misfire grace while the engine runs: the schedule "
         "stopped firing); disabled.",
     )
+    warnings: list[ProblemFieldError] = Field(
+        default_factory=list,
+        description="Why the job, although stored, will fail on this server as it is now "
+        "(PowerShell not installed, a connection removed since it was stored).",
+    )
 
     @classmethod
-    def of(cls, stored: StoredJob, last: JobExecutionResult | None, health: str = "ok") -> JobRead:
+    def of(
+        cls,
+        stored: StoredJob,
+        last: JobExecutionResult | None,
+        health: str = "ok",
+        warnings: list[FieldError] | None = None,
+    ) -> JobRead:
         data = stored.job.to_dict()
         misfire, overlap = job_policies(stored.job)
         nxt = stored.next_fire_at
@@ -261,6 +292,9 @@ class JobRead(JobCreate):
                 )
                 if last
                 else None,
+                "warnings": [
+                    ProblemFieldError(field=w.field, message=w.message) for w in warnings or ()
+                ],
             }
         )
 

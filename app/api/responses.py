@@ -32,9 +32,44 @@ EXECUTION_400: dict[str, Any] = {
     },
 }
 
+
+def _links(operations: dict[str, str], parameter: str) -> dict[str, Any]:
+    return {
+        name: {
+            "operationId": operation_id,
+            "parameters": {parameter: f"$response.body#/{parameter}"},
+            "description": description,
+        }
+        for name, (operation_id, description) in (
+            (n, o.split(":", 1)) for n, o in operations.items()
+        )
+    }
+
+
+#: OpenAPI links from an answer carrying ``execution_id`` to what can be done with it.
+EXECUTION_LINKS = _links(
+    {
+        "GetExecution": "get_execution:Follow the execution.",
+        "CancelExecution": "cancel_execution:Cancel the execution.",
+    },
+    "execution_id",
+)
+#: OpenAPI links from an answer carrying a stored job to what can be done with it.
+JOB_LINKS = _links(
+    {
+        "GetJob": "get_job:Read the job.",
+        "UpdateJob": "update_job:Change some fields of the job.",
+        "RunJob": "run_job:Run the job now.",
+        "GetNextRuns": "get_next_runs:The job's upcoming fires.",
+        "DeleteJob": "delete_job:Delete the job.",
+    },
+    "job_id",
+)
+
 ACCEPTED_202: dict[str, Any] = {
     "model": ExecutionAcceptedRead,
     "description": "Started (`?wait=false`); follow it at the Location URL.",
+    "links": EXECUTION_LINKS,
     "headers": {
         "Location": {
             "description": "URL of the execution (GET /api/v2/executions/{execution_id}).",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 
 from app.api.dependencies import JobAPIDep
 from app.api.errors import problem_responses
+from app.api.queries import NoQuery, WaitQuery
 from app.api.responses import (
     ACCEPTED_202,
     EXECUTION_400,
+    EXECUTION_LINKS,
     accepted_response,
     execution_response,
     operation_id,
@@ -58,6 +60,7 @@ ExecutionId = Annotated[
     response_model=ExecutionRead,
     response_description="The job succeeded: the full execution result.",
     responses={
+        200: {"links": EXECUTION_LINKS},
         202: ACCEPTED_202,
         400: EXECUTION_400,
         **problem_responses(413, 500, 503),
@@ -79,11 +82,9 @@ async def execute_job(
     key: ExecutionKey,
     api: JobAPIDep,
     request: Request,
-    wait: Annotated[
-        bool, Query(description="Wait for the result (default) or answer 202 at once.")
-    ] = True,
+    query: WaitQuery,
 ) -> Response:
-    if not wait:
+    if not query.wait:
         return accepted_response(
             await api.submit(job, status_url(request), requested_by=key_id(key))
         )
@@ -100,7 +101,7 @@ async def execute_job(
     "an invalid job, a time in the past, or a local time that does not exist (DST gap).",
     response_model=ScheduleRead,
     response_description="Scheduled: the execution id and the instant in UTC and local time.",
-    responses=problem_responses(400, 413, 500, 503),
+    responses={200: {"links": EXECUTION_LINKS}, **problem_responses(400, 413, 500, 503)},
 )
 async def schedule_job(
     body: Annotated[
@@ -121,6 +122,7 @@ async def schedule_job(
     key: ExecutionKey,
     api: JobAPIDep,
     request: Request,
+    query: NoQuery,
 ) -> ScheduleRead:
     return await api.schedule(body, status_url(request), requested_by=key_id(key))
 
@@ -135,7 +137,9 @@ async def schedule_job(
     response_description="The execution.",
     responses=problem_responses(400, 404, 500, 503),
 )
-async def get_execution(execution_id: ExecutionId, _: ReadKey, api: JobAPIDep) -> ExecutionRead:
+async def get_execution(
+    execution_id: ExecutionId, _: ReadKey, api: JobAPIDep, query: NoQuery
+) -> ExecutionRead:
     return await api.get_execution(execution_id)
 
 
@@ -151,7 +155,9 @@ async def get_execution(execution_id: ExecutionId, _: ReadKey, api: JobAPIDep) -
     response_description="Cancelled: the execution afterwards.",
     responses=problem_responses(400, 404, 409, 413, 500, 503),
 )
-async def cancel_execution(execution_id: ExecutionId, key: RunKey, api: JobAPIDep) -> ExecutionRead:
+async def cancel_execution(
+    execution_id: ExecutionId, key: RunKey, api: JobAPIDep, query: NoQuery
+) -> ExecutionRead:
     return await api.cancel(execution_id, cancelled_by=key_id(key))
 
 
@@ -165,7 +171,7 @@ async def cancel_execution(execution_id: ExecutionId, key: RunKey, api: JobAPIDe
     response_description="Engine health, queues and running executions.",
     responses=problem_responses(500, 503),
 )
-async def get_engine_status(_: ReadKey, api: JobAPIDep) -> EngineStatusRead:
+async def get_engine_status(_: ReadKey, api: JobAPIDep, query: NoQuery) -> EngineStatusRead:
     return await api.status()
 
 
@@ -178,7 +184,7 @@ async def get_engine_status(_: ReadKey, api: JobAPIDep) -> EngineStatusRead:
     response_description="The step types and their configuration schemas.",
     responses=problem_responses(500, 503),
 )
-async def list_step_types(_: ReadKey, api: JobAPIDep) -> StepTypeListRead:
+async def list_step_types(_: ReadKey, api: JobAPIDep, query: NoQuery) -> StepTypeListRead:
     return api.step_types()
 
 
@@ -190,7 +196,7 @@ async def list_step_types(_: ReadKey, api: JobAPIDep) -> StepTypeListRead:
     response_description="The process is serving.",
     responses=problem_responses(500),
 )
-async def health() -> HealthRead:
+async def health(query: NoQuery) -> HealthRead:
     return HealthRead()
 
 
@@ -203,5 +209,5 @@ async def health() -> HealthRead:
     response_description="Ready to take work.",
     responses=problem_responses(500, 503),
 )
-async def ready(api: JobAPIDep) -> ReadinessRead:
+async def ready(api: JobAPIDep, query: NoQuery) -> ReadinessRead:
     return await api.readiness()

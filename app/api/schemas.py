@@ -11,8 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
+from app.api.job_rules import job_problems, with_domain_problems
 from app.api.notifications_schemas import NotificationRuleCreate, OverdueJobRead
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.generated.schedule_config import ScheduleConfig
@@ -200,6 +208,11 @@ class JobCreate(BaseModel):
     @classmethod
     def _timezone_is_known(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return with_domain_problems(data, handler, job_problems)
 
 
 class ScheduleCreate(BaseModel):
@@ -393,6 +406,10 @@ class ReadinessRead(BaseModel):
     status: Literal["ready"] = "ready"
     engine_running: bool
     store_reachable: bool
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What works only in part on this server (e.g. PowerShell not installed).",
+    )
 
 
 class ProblemFieldError(BaseModel):

@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from app.api.deps import build_engine, load_settings, prepare_database
-from app.api.errors import NotReadyError, configuration_error, domain_field_errors
+from app.api.errors import (
+    InvalidRequestError,
+    NotReadyError,
+    configuration_error,
+    domain_field_errors,
+)
 from app.api.job_input import (
     DEFAULT_MAX_SCRIPT_CHARS,
     DEFAULT_MAX_STEPS_PER_JOB,
@@ -51,6 +56,7 @@ from app.api.sync_bridge import SyncBridge
 from app.domain.enums import JobStatus
 from app.domain.errors import (
     CancellationError,
+    ConfigurationError,
     ExecutionEngineError,
     ExecutionFinishedError,
     ExecutionNotFoundError,
@@ -137,6 +143,8 @@ class ModernJobAPI:
         if self._own_settings is not None:
             await prepare_database(self._own_settings)
         await self.engine.start()
+        if not self.parser.pwsh_available:
+            log.warning("%s", self.parser.pwsh_missing())
 
     async def stop(self) -> None:
         """Stop the execution engine: running jobs get ``shutdown_grace_seconds`` to finish,
@@ -237,7 +245,10 @@ class ModernJobAPI:
 
     async def list_executions(self, query: ExecutionQuery) -> ExecutionPageRead:
         """Recorded executions, newest first (served from the store)."""
-        page = await self.engine.store.list_executions(query)
+        try:
+            page = await self.engine.store.list_executions(query)
+        except ConfigurationError as exc:  # a cursor that is not one of ours
+            raise InvalidRequestError(exc.errors) from None
         return ExecutionPageRead(
             items=[execution_read(r.to_dict()) for r in page.items],
             next_cursor=page.next_cursor,
@@ -282,7 +293,8 @@ class ModernJobAPI:
             raise NotReadyError(f"not ready: {reason}")
         if not health.get("store_reachable"):
             raise NotReadyError("not ready: the execution store is unreachable")
-        return ReadinessRead(engine_running=True, store_reachable=True)
+        warnings = [] if self.parser.pwsh_available else [self.parser.pwsh_missing()]
+        return ReadinessRead(engine_running=True, store_reachable=True, warnings=warnings)
 
     # -- the spec's synchronous methods ------------------------------------------------------
     def execute_job_immediately(self, job_data: dict[str, Any]) -> dict[str, Any]:

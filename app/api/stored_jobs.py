@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.api.errors import PermissionDeniedError
+from app.api.errors import InvalidRequestError, InvalidScheduleError, PermissionDeniedError
 from app.api.job_input import JobInput, JobParser
 from app.api.jobs_schemas import (
     BackfillCreate,
@@ -28,7 +28,7 @@ from app.api.schemas import ExecutionAcceptedRead, ExecutionRead, JobCreate
 from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
 from app.domain.jobs import JobQuery, StoredJob
 from app.domain.models import JobDefinition
-from app.domain.timeutil import parse_iso
+from app.domain.timeutil import parse_instant
 from app.engine.backfill import BackfillRequest, backfill
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService
@@ -59,7 +59,8 @@ class StoredJobService:
 
     async def _read(self, stored: StoredJob) -> JobRead:
         health = await self._health.health(stored) if self._health is not None else "ok"
-        return JobRead.of(stored, await self._jobs.last_execution(stored.job_id), health)
+        last = await self._jobs.last_execution(stored.job_id)
+        return JobRead.of(stored, last, health, self._parser.warnings(stored.job))
 
     async def create(self, job: JobCreate, *, requested_by: str | None) -> JobRead:
         return await self._read(await self._jobs.create(self._admit(job, requested_by)))
@@ -68,10 +69,18 @@ class StoredJobService:
         return await self._read(await self._jobs.get(job_id))
 
     async def list_jobs(self, query: JobQuery) -> JobPageRead:
-        page = await self._jobs.list_jobs(query)
+        try:
+            page = await self._jobs.list_jobs(query)
+        except ConfigurationError as exc:  # a cursor that is not one of ours
+            raise InvalidRequestError(exc.errors) from None
         last = await self._jobs.last_executions([s.job_id for s in page.items])
         health = await self._health.health_of(page.items, last) if self._health is not None else {}
-        items = [JobRead.of(s, last.get(s.job_id), health.get(s.job_id, "ok")) for s in page.items]
+        items = [
+            JobRead.of(
+                s, last.get(s.job_id), health.get(s.job_id, "ok"), self._parser.warnings(s.job)
+            )
+            for s in page.items
+        ]
         return JobPageRead(items=items, next_cursor=page.next_cursor)
 
     async def replace(
@@ -176,9 +185,11 @@ class StoredJobService:
         plan = await backfill(self._engine, stored, request, requested_by=requested_by)
         return BackfillRead.of(plan)
 
-    async def next_runs(self, job_id: str, count: int) -> NextRunsRead:
+    async def next_runs(
+        self, job_id: str, count: int, *, after: datetime | None = None
+    ) -> NextRunsRead:
         job = (await self._jobs.get(job_id)).job
-        fires = await self._jobs.next_runs(job_id, count)
+        fires = await self._jobs.next_runs(job_id, count, after=after)
         return NextRunsRead(
             job_id=job_id,
             timezone=job.timezone,
@@ -187,19 +198,24 @@ class StoredJobService:
         )
 
     async def preview(self, preview: SchedulePreviewCreate) -> NextRunsRead:
+        """The next fires of a schedule; ``InvalidScheduleError`` listing every problem."""
         after: datetime | None = None
+        errors: list[FieldError] = []
         if preview.after is not None:
             try:
-                after = parse_iso(preview.after)
-            except ValueError:
-                raise ConfigurationError(
-                    [FieldError("after", "is not an ISO 8601 date-time")]
-                ) from None
+                after = parse_instant(preview.after)
+            except ValueError as exc:
+                errors.append(FieldError("after", str(exc)))
         body = preview.model_dump(mode="json", exclude_unset=True)
         config, schedules = body.get("schedule_config"), body.get("schedules")
-        fires = await self._jobs.preview(
-            config, preview.timezone, after=after, count=preview.count, schedules=schedules
-        )
+        try:
+            fires = await self._jobs.preview(
+                config, preview.timezone, after=after, count=preview.count, schedules=schedules
+            )
+        except ConfigurationError as exc:
+            errors = exc.errors + errors
+        if errors:
+            raise InvalidScheduleError(errors)
         return NextRunsRead(
             timezone=preview.timezone,
             runs=[FireTimeRead.of(f) for f in fires],

@@ -1,15 +1,23 @@
 """Pydantic validation errors as :class:`FieldError` s whose paths read like the input.
 
 The one converter every layer uses (the step configurations in ``app.steps``, the request
-models in ``app.api``): ``("steps", 0, "shell", "script")`` -> ``steps[0].script``.
+models in ``app.api``): ``("steps", 0, "shell", "script")`` -> ``steps[0].script``; and the
+other way, ``with_extra_problems``: rules of our own joined to a failed validation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.domain.errors import FieldError
+
+T = TypeVar("T")
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 #: The discriminator tags of a ``schedule_config`` (``app/domain/schemas/schedule_config.json``),
 #: which pydantic puts in the path right after ``schedule_config``.
@@ -79,3 +87,62 @@ def field_errors_from_pydantic(
             message = str(ctx["error"])
         out.append(FieldError(field, message))
     return out
+
+
+def with_extra_problems(
+    data: Any,
+    handler: Callable[[Any], T],
+    problems: Callable[[Any], list[FieldError]],
+    *,
+    union_tags: Collection[str] = (),
+) -> T:
+    """``handler(data)`` (a pydantic wrap validator's handler); when it fails, its
+    ValidationError with ``problems(data)`` added: those on fields it does not already report
+    (the same field or one inside it), so that one answer lists every problem."""
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        try:
+            found = problems(data)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            # The extra rules assume more of the data than the schema check could; it has
+            # failed, so the schema's errors stand alone.
+            found = []
+        extra = _uncovered(exc, found, union_tags)
+        if not extra:
+            raise
+        try:
+            details = [_detail(e) for e in exc.errors()] + [
+                InitErrorDetails(
+                    type=PydanticCustomError("domain_rule", "{message}", {"message": e.message}),
+                    loc=_loc(e.field),
+                    input=data,
+                )
+                for e in extra
+            ]
+            combined = ValidationError.from_exception_data(exc.title, details)
+        except (TypeError, KeyError, ValueError):  # an error pydantic cannot rebuild
+            raise exc from None
+        raise combined from None
+
+
+def _detail(error: Any) -> InitErrorDetails:
+    detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error.get("input"))
+    if "ctx" in error:
+        detail["ctx"] = error["ctx"]
+    return detail
+
+
+def _uncovered(
+    exc: ValidationError, problems: list[FieldError], union_tags: Collection[str]
+) -> list[FieldError]:
+    covered = [field_path(tuple(e["loc"]), union_tags=union_tags) for e in exc.errors()]
+
+    def is_covered(name: str) -> bool:
+        return any(name == c or name.startswith((f"{c}.", f"{c}[")) or not c for c in covered)
+
+    return [p for p in problems if not is_covered(p.field)]
+
+
+def _loc(path: str) -> tuple[int | str, ...]:
+    return tuple(name if name is not None else int(index) for name, index in _PART.findall(path))

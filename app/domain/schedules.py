@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from app.domain.cron import ExactCron, cron_problems
 from app.domain.errors import ConfigurationError, FieldError
-from app.domain.timeutil import gap_end, get_zone, parse_iso
+from app.domain.timeutil import RANGE_TEXT, gap_end, get_zone, instant_problem, parse_iso
 
 # Wide enough for every DST shift in the tz database (at most 2 h; Lord Howe's is 30 min).
 _SHIFT_WINDOW = timedelta(hours=3)
@@ -280,6 +280,16 @@ def to_instant(value: str | datetime, timezone: str, field: str) -> datetime:
 
     moment = parse_iso(value) if isinstance(value, str) else value
     try:
-        return resolve_local(moment, timezone)
+        instant = resolve_local(moment, timezone)
     except SchedulingError as exc:
         raise ConfigurationError([FieldError(field, str(exc))]) from None
+    except OverflowError:
+        instant = None
+    problem = (
+        f"is outside the supported range of dates ({RANGE_TEXT})"
+        if instant is None
+        else instant_problem(moment if moment.tzinfo is not None else instant)
+    )
+    if instant is None or problem is not None:
+        raise ConfigurationError([FieldError(field, problem or "is out of range")])
+    return instant

@@ -95,3 +95,41 @@ def parse_iso(value: str) -> datetime:
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+#: Offsets the API accepts on a date-time (the real world's span: UTC-12 to UTC+14).
+MAX_OFFSET = timedelta(hours=14)
+#: The instants the API accepts: each one exists, in years 1-9999, at every offset up to
+#: ±14 h, so it can be stored, compared and shown in any timezone.
+EARLIEST_INSTANT = datetime(1, 1, 1, tzinfo=UTC) + MAX_OFFSET
+LATEST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - MAX_OFFSET
+RANGE_TEXT = "years 1-9999 with offsets up to ±14:00"
+
+
+def instant_problem(moment: datetime) -> str | None:
+    """Why the aware ``moment`` is not an instant the API accepts (None when it is)."""
+    offset = moment.utcoffset()
+    if offset is not None and abs(offset) > MAX_OFFSET:
+        return "must have a UTC offset between -14:00 and +14:00"
+    try:
+        instant = moment.astimezone(UTC)
+    except OverflowError:
+        return f"is outside the supported range of dates ({RANGE_TEXT})"
+    if not EARLIEST_INSTANT <= instant <= LATEST_INSTANT:
+        return f"is outside the supported range of dates ({RANGE_TEXT})"
+    return None
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time with an offset as an aware UTC instant within the supported
+    range; ``ValueError`` saying why not (the caller names the field)."""
+    try:
+        moment = parse_iso(text)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry a UTC offset (e.g. Z or +01:00)")
+    problem = instant_problem(moment)
+    if problem is not None:
+        raise ValueError(problem)
+    return moment.astimezone(UTC)

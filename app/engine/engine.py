@@ -20,6 +20,8 @@ from app.domain.job_schedule import SCHEDULE_NAME_KEY
 from app.domain.jobs import job_policies
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.timeutil import utc_now
+from app.engine import env_defaults as env
+from app.engine.env_defaults import EnvFloat, EnvInt
 from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
 from app.engine.observers import EngineObservers
@@ -49,19 +51,19 @@ class NewExecutionEngine:
 
     def __init__(
         self,
-        max_workers: int = 10,
-        default_timeout: int = 3600,
+        max_workers: int = EnvInt(10),
+        default_timeout: int = EnvInt(3600),
         *,
-        queue_max_concurrent: int = 5,
+        queue_max_concurrent: int = EnvInt(5),
         store: ExecutionStore | None = None,
         resources: StepResources | None = None,
-        enable_step_caching: bool = True,
-        schedule_grace_seconds: float = 5.0,
-        poll_interval_seconds: float = 1.0,
+        enable_step_caching: bool | None = None,
+        schedule_grace_seconds: float = EnvFloat(5.0),
+        poll_interval_seconds: float = EnvFloat(1.0),
         scheduler_lookahead_seconds: float = 0.25,
         recent_limit: int = 1000,
         recent_max_chars: int = 8 * 1024 * 1024,
-        misfire_grace_seconds: float = 300.0,
+        misfire_grace_seconds: float = EnvFloat(300.0),
         history_retention_days: float | None = None,
         maintenance_interval_seconds: float = 3600.0,
         recover_on_start: bool = True,
@@ -87,7 +89,19 @@ class NewExecutionEngine:
             recover_on_start: at start, settle what a previous process left behind (runs
                 interrupted while running, claimed runs that never started, misfires).
                 Assumes one engine per store, the supported deployment today.
+
+        What the caller does not pass comes from the V2_* environment (``env_defaults``).
         """
+        max_workers, default_timeout = (
+            env.number("max_workers", max_workers),
+            env.number("default_timeout", default_timeout),
+        )
+        queue_max_concurrent = env.number("queue_max_concurrent", queue_max_concurrent)
+        enable_step_caching = env.flag("enable_step_caching", enable_step_caching, True)
+        schedule_grace_seconds = env.number("schedule_grace_seconds", schedule_grace_seconds)
+        poll_interval_seconds = env.number("poll_interval_seconds", poll_interval_seconds)
+        misfire_grace_seconds = env.number("misfire_grace_seconds", misfire_grace_seconds)
+        resources = resources or env.resources(pool_size=max_workers)
         if max_workers < 1 or queue_max_concurrent < 1 or default_timeout < 1:
             raise ValueError("max_workers, queue_max_concurrent and default_timeout must be >= 1")
         self.max_workers = max_workers

@@ -101,6 +101,11 @@ class JobService:
     async def set_enabled(
         self, job_id: str, enabled: bool, *, expected_version: int | None = None
     ) -> StoredJob:
+        """Enable or disable the job; when it already is, nothing changes (not its version)
+        unless ``expected_version`` names another version (412)."""
+        current = await self.get(job_id)
+        if current.job.enabled == enabled and expected_version in (None, current.version):
+            return current
         return await self.patch(job_id, {"enabled": enabled}, expected_version=expected_version)
 
     async def set_schedule_enabled(
@@ -142,7 +147,10 @@ class JobService:
         job_id, in a fixed number of store queries whatever the number of jobs."""
         return await self._store.latest_executions(job_ids)
 
-    async def next_runs(self, job_id: str, count: int) -> list[FireTime]:
+    async def next_runs(
+        self, job_id: str, count: int, *, after: datetime | None = None
+    ) -> list[FireTime]:
+        """The job's next ``count`` fires after ``after`` (default: now)."""
         stored = await self.get(job_id)
         job = stored.job
         if not (job.schedule_config or job.schedules) or not job.enabled:
@@ -150,7 +158,7 @@ class JobService:
         return await self.preview(
             job.schedule_config,
             job.timezone,
-            after=self._clock(),
+            after=after or self._clock(),
             count=count,
             created_at=job.created_at,
             schedules=job.schedules,

@@ -24,6 +24,9 @@ class ExecutionStep(ABC):
 
     #: The type identifier (``"sql"``, ``"powershell"``, ...), set by each subclass.
     step_type: ClassVar[str] = ""
+    #: What the step outputs for ``{"$from": ...}`` references: key -> whether it is a
+    #: container (list/object, may be stepped into) or a single value. None: not declared.
+    output_fields: ClassVar[dict[str, bool] | None] = None
     #: Generated pydantic model that validates this type's configuration (optional).
     config_model: ClassVar[type[StepConfigBase] | None] = None
 

@@ -12,11 +12,19 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, GetJsonSchemaHandler, model_validator
+from pydantic import (
+    BaseModel,
+    GetJsonSchemaHandler,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+
+from app.domain.errors import FieldError
+from app.domain.field_paths import with_extra_problems
 
 
 @cache
@@ -66,15 +74,30 @@ class StepConfigBase(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         cls.__required_any_of__ = _any_of_for_title(cls.__name__)
 
-    @model_validator(mode="after")
-    def _check_required_any_of(self) -> Self:
-        rules = type(self).__required_any_of__
-        if rules and not any(
-            all(getattr(self, name, None) is not None for name in branch) for branch in rules
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_required_any_of(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Also when other fields are invalid: a missing step_id does not hide a missing script.
+        model = with_extra_problems(data, handler, cls._any_of_problems)
+        if cls._any_of_problems(
+            {n: getattr(model, n, None) for r in cls.__required_any_of__ for n in r}
         ):
-            options = " or ".join("+".join(branch) for branch in rules)
-            raise ValueError(f"one of {options} is required")
-        return self
+            raise ValueError(cls._any_of_message())
+        return model
+
+    @classmethod
+    def _any_of_problems(cls, data: Any) -> list[FieldError]:
+        rules = cls.__required_any_of__
+        if not rules or not isinstance(data, dict):
+            return []
+        if any(all(data.get(name) is not None for name in branch) for branch in rules):
+            return []
+        return [FieldError("", cls._any_of_message())]
+
+    @classmethod
+    def _any_of_message(cls) -> str:
+        options = " or ".join("+".join(branch) for branch in cls.__required_any_of__)
+        return f"one of {options} is required"
 
     @classmethod
     def __get_pydantic_json_schema__(

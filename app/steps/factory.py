@@ -78,6 +78,12 @@ class StepFactory:
         return step_class.check_config(step_config, prefix)
 
     @classmethod
+    def output_fields(cls, step_type: str) -> dict[str, bool] | None:
+        """What a step of ``step_type`` outputs (see ``ExecutionStep.output_fields``)."""
+        step_class = cls._step_types.get(step_type)
+        return step_class.output_fields if step_class is not None else None
+
+    @classmethod
     def _class_for(cls, step_config: Any) -> type[ExecutionStep]:
         if not isinstance(step_config, dict):
             raise ConfigurationError([FieldError("", "a step must be an object")])

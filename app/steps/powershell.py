@@ -185,6 +185,7 @@ class PowerShellStep(ExecutionStep):
     """
 
     step_type = "powershell"
+    output_fields = {"stdout": False, "stderr": False, "exit_code": False}
     config_model = PowerShellStepConfig
 
     @classmethod

@@ -78,6 +78,7 @@ class ShellStep(ExecutionStep):
     """
 
     step_type = "shell"
+    output_fields = {"stdout": False, "stderr": False, "exit_code": False}
     config_model = ShellStepConfig
 
     @classmethod

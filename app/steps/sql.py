@@ -71,6 +71,13 @@ class SqlStep(ExecutionStep):
     """SQL query execution step"""
 
     step_type = "sql"
+    output_fields = {
+        "rows": True,
+        "columns": True,
+        "row_count": False,
+        "affected_rows": False,
+        "truncated": False,
+    }
     config_model = SqlStepConfig
 
     # -- configuration ------------------------------------------------------------------------

@@ -30,7 +30,8 @@ async def test_long_scripts_and_queries_are_refused(client: httpx.AsyncClient) -
 
     found = fields(await client.post(EXECUTE, json=job))
 
-    assert set(found) == {"steps[0].script", "steps[1].query"}
+    # (and the server has no connection "db")
+    assert set(found) == {"steps[0].script", "steps[1].query", "steps[1].connection_name"}
     assert "at most 50 (V2_MAX_SCRIPT_CHARS)" in found["steps[0].script"]
     ok = await client.post(EXECUTE, json=shell_job("short", "echo " + "x" * 45))
     assert ok.status_code == 200, ok.text

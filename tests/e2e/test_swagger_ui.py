@@ -29,7 +29,8 @@ CHROMIUM_ARGS = [
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"headless Chromium not installed at {CHROMIUM}"
+    not CHROMIUM.exists(),
+    reason=f"headless Chromium not installed at {CHROMIUM} (apt-get install -y chromium)",
 )
 
 
