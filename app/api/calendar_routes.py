@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.dependencies import JobAPIDep
 from app.api.errors import problem_responses
+from app.api.queries import NoQuery
 from app.api.responses import operation_id
 from app.api.schemas import Problem
 from app.api.security import AdminKey, ReadKey
@@ -122,7 +123,7 @@ CalendarsDep = Annotated[CalendarService, Depends(get_calendars)]
     response_model=list[CalendarRead],
     responses=problem_responses(400, 500, 503),
 )
-async def list_calendars(_: ReadKey, calendars: CalendarsDep) -> list[CalendarRead]:
+async def list_calendars(_: ReadKey, calendars: CalendarsDep, query: NoQuery) -> list[CalendarRead]:
     return [CalendarRead.of(c) for c in await calendars.list_all()]
 
 
@@ -151,6 +152,7 @@ async def create_calendar(
     ],
     _: AdminKey,
     calendars: CalendarsDep,
+    query: NoQuery,
 ) -> CalendarRead:
     return CalendarRead.of(await calendars.create(body.model_dump()))
 
@@ -163,7 +165,9 @@ async def create_calendar(
     response_model=CalendarRead,
     responses={404: _404, **problem_responses(400, 500, 503)},
 )
-async def get_calendar(name: CalendarName, _: ReadKey, calendars: CalendarsDep) -> CalendarRead:
+async def get_calendar(
+    name: CalendarName, _: ReadKey, calendars: CalendarsDep, query: NoQuery
+) -> CalendarRead:
     return CalendarRead.of(await calendars.get(name))
 
 
@@ -183,6 +187,7 @@ async def replace_calendar(
     ],
     _: AdminKey,
     calendars: CalendarsDep,
+    query: NoQuery,
 ) -> CalendarRead:
     return CalendarRead.of(await calendars.replace(name, body.model_dump()))
 
@@ -200,6 +205,8 @@ async def replace_calendar(
         **problem_responses(400, 500, 503),
     },
 )
-async def delete_calendar(name: CalendarName, _: AdminKey, calendars: CalendarsDep) -> Response:
+async def delete_calendar(
+    name: CalendarName, _: AdminKey, calendars: CalendarsDep, query: NoQuery
+) -> Response:
     await calendars.delete(name)
     return Response(status_code=204)

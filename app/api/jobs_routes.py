@@ -404,6 +404,7 @@ async def backfill_job(
     ],
     key: ExecutionKey,
     jobs: StoredJobsDep,
+    query: NoQuery,
 ) -> Response:
     plan = await jobs.backfill(job_id, body, requested_by=key_id(key))
     made = plan.runs and not plan.dry_run

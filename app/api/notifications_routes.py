@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Request
 
 from app.api.errors import problem_responses
 from app.api.notifications_schemas import (
@@ -13,6 +13,7 @@ from app.api.notifications_schemas import (
     NotificationTestRead,
 )
 from app.api.observability import Observability
+from app.api.queries import NoQuery, NotificationListQuery
 from app.api.responses import operation_id
 from app.api.security import AdminKey, ReadKey
 from app.domain.errors import EngineNotRunningError
@@ -46,11 +47,11 @@ ObservabilityDep = Annotated[Observability, Depends(get_observability)]
 async def list_notifications(
     _: ReadKey,
     observed: ObservabilityDep,
-    execution_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-    job_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    query: NotificationListQuery,
 ) -> DeliveryListRead:
-    return await observed.delivery_log(execution_id=execution_id, job_id=job_id, limit=limit)
+    return await observed.delivery_log(
+        execution_id=query.execution_id, job_id=query.job_id, limit=query.limit
+    )
 
 
 @notifications_router.post(
@@ -83,5 +84,6 @@ async def send_test_notification(
     ],
     _: AdminKey,
     observed: ObservabilityDep,
+    query: NoQuery,
 ) -> NotificationTestRead:
     return await observed.test(body)

@@ -95,7 +95,14 @@ class ExecutionListQueryModel(_StrictQuery):
         )
 
 
+class NotificationListQueryModel(_StrictQuery):
+    execution_id: str | None = Field(None, min_length=1, max_length=100)
+    job_id: str | None = Field(None, min_length=1, max_length=100)
+    limit: int = Field(100, ge=1, le=500)
+
+
 NoQuery = Annotated[NoQueryModel, Query()]
+NotificationListQuery = Annotated[NotificationListQueryModel, Query()]
 WaitQuery = Annotated[WaitQueryModel, Query()]
 JobListQuery = Annotated[JobListQueryModel, Query()]
 NextRunsQuery = Annotated[NextRunsQueryModel, Query()]
