@@ -6,8 +6,9 @@ BIN     := $(VENV)/bin
 HOST    ?=
 PORT    ?=
 STAMP   := $(VENV)/.installed
+TS      := clients/typescript
 
-.PHONY: install run test test-fast lint format generate openapi migrate bench bench-quick api-key clean
+.PHONY: install ts-client run test test-fast lint format generate openapi migrate bench bench-quick api-key clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,7 +24,14 @@ install: $(STAMP)  ## install the service and its dev tools into .venv (when pyp
 run: install  ## serve on V2_HOST:V2_PORT (default 127.0.0.1:8000) with the embedded SQLite default
 	$(BIN)/python -m app $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-test: install  ## the whole suite (needs PostgreSQL and MariaDB, see README)
+# The TypeScript client test's npm packages, from the committed lockfile, when it changed.
+$(TS)/node_modules/.installed: $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+ts-client: $(TS)/node_modules/.installed  ## npm packages of the TypeScript client test
+
+test: install ts-client  ## the whole suite (needs PostgreSQL and MariaDB, see README)
 	$(BIN)/pytest
 
 test-fast: install

@@ -20,6 +20,7 @@ from app.api.schemas import (
     EXAMPLE_JOB,
     ExecutionRead,
     JobCreate,
+    LocalDateTime,
     NamedScheduleCreate,
     ProblemFieldError,
     StepCreate,
@@ -92,7 +93,7 @@ class FireTimeRead(BaseModel):
     """One upcoming fire of a schedule."""
 
     at_utc: datetime
-    at_local: datetime = Field(description="The same instant in the job's timezone.")
+    at_local: LocalDateTime = Field(description="The same instant in the job's timezone.")
     nominal_local: str = Field(
         description="The wall-clock time the schedule asked for, ISO 8601 without offset "
         "(differs from at_local only when a DST gap moved the fire).",
@@ -239,7 +240,7 @@ class JobRead(JobCreate):
     next_fire_at: datetime | None = Field(
         None, description="Next fire (UTC); null when disabled or without a schedule."
     )
-    next_fire_at_local: datetime | None = None
+    next_fire_at_local: LocalDateTime | None = None
     last_fire_at: datetime | None = None
     last_execution: ExecutionSummaryRead | None = None
     health: Literal["ok", "failing", "overdue", "disabled"] = Field(

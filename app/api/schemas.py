@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -92,6 +94,19 @@ EXAMPLE_FAILING_JOB: dict[str, Any] = {
         {"step_id": "notify", "type": "shell", "script": "echo done"},
     ],
 }
+
+
+def _local_iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+#: A wall-clock time with the offset it has in its zone: ``+00:00`` in a UK winter, never
+#: pydantic's ``Z`` (which says UTC, not London).
+LocalDateTime = Annotated[
+    datetime,
+    PlainSerializer(_local_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 def _check_timezone(value: str) -> str:
@@ -324,7 +339,7 @@ class ScheduleRead(BaseModel):
     job_id: str
     status: JobStatus
     scheduled_time_utc: datetime
-    scheduled_time_local: datetime = Field(
+    scheduled_time_local: LocalDateTime = Field(
         description="The same instant in the job's timezone, with its UTC offset."
     )
     timezone: str

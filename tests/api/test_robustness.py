@@ -283,6 +283,8 @@ async def test_next_runs_start_after_the_given_instant(client: httpx.AsyncClient
         "2035-01-16T02:30:00Z",
         "2035-01-17T02:30:00Z",
     ]
+    # A local time carries its zone's offset: +00:00 in a London winter, not UTC's Z.
+    assert runs.json()["runs"][0]["at_local"] == "2035-01-16T02:30:00+00:00"
     assert "after" in fields(bad)
 
 
