@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain import JobDefinition, JobStatus, StepStatus
 from app.domain.errors import ConfigurationError
+from app.domain.records import TRIGGER_SCHEDULE, ScheduledRun
 from app.engine import NewExecutionEngine
+from app.engine.backfill import BackfillRequest, backfill
 from app.persistence import SqlExecutionStore, upgrade_to_head
 from app.steps import ConnectionRegistry, StepResources
 from tests.conftest import drop_pg_database, make_pg_database
@@ -351,3 +353,53 @@ async def test_routing_is_checked_when_the_job_is_submitted(engine: NewExecution
     assert [(e.field, e.message) for e in info.value.errors] == [
         ("steps[0].on_failure.goto", "no step has step_id 'nowhere'")
     ]
+
+
+async def test_backfill_a_dst_week_once_through_the_queue_and_a_missed_fire_gets_its_run(
+    engine: NewExecutionEngine, db_url: str
+) -> None:
+    await admin(db_url, "CREATE TABLE loads (day VARCHAR(10), due VARCHAR(40))")
+    assert engine.jobs is not None
+    stored = await engine.jobs.create(
+        job(
+            "nightly",
+            [
+                sql(
+                    "load",
+                    "INSERT INTO loads (day, due) VALUES (:day, :due)",
+                    parameters={
+                        "day": {"$from": "run.logical_date"},
+                        "due": {"$from": "run.scheduled_for"},
+                    },
+                )
+            ],
+            timezone="Europe/London",
+            schedule_config={"type": "cron", "expression": "30 2 * * *"},
+        )
+    )
+    # The fire of the 26th was recorded missed (the service was down then).
+    missed_at = datetime(2026, 10, 26, 2, 30, tzinfo=UTC)
+    await engine.store.add_scheduled_run(
+        ScheduledRun("missed", stored.job, missed_at, trigger=TRIGGER_SCHEDULE)
+    )
+    assert await engine.store.mark_missed("missed", "missed: the service was down")
+
+    week = BackfillRequest(start="2026-10-22", end="2026-10-28")
+    plan = await backfill(engine, stored, week, requested_by="ops")
+    days = [f"2026-10-{d}" for d in range(22, 29)]
+    assert [r.logical_date for r in plan.runs] == days and plan.already_ran == []
+    results = [await engine.wait_for(r.execution_id or "") for r in plan.runs]
+    assert [r.status for r in results if r is not None] == [JobStatus.SUCCESS] * 7
+    rows = await admin(db_url, "SELECT day, due FROM loads ORDER BY day")
+    assert [r[0] for r in rows] == days
+    assert rows[2][1] == "2026-10-24T01:30:00Z" and rows[3][1] == "2026-10-25T02:30:00Z"
+
+    again = await backfill(engine, stored, week, requested_by="ops")
+    assert again.runs == [] and [r.logical_date for r in again.already_ran] == days
+    assert len(await admin(db_url, "SELECT day FROM loads")) == 7
+
+    with pytest.raises(ConfigurationError) as info:
+        await backfill(
+            engine, stored, BackfillRequest("2026-10-28", "2026-10-22"), requested_by=None
+        )
+    assert [e.field for e in info.value.errors] == ["to"]
