@@ -20,6 +20,7 @@ from app.persistence.database import create_engine
 from tests.conftest import drop_pg_database, make_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
+ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
 T0 = datetime(2026, 11, 30, 2, 30, tzinfo=UTC)
 
 
@@ -42,8 +43,7 @@ def upgrade_cli(url: str, revision: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "V2_DATABASE_URL"}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", f"url={url}"]
-        + ["upgrade", revision],
+        [*ALEMBIC, "-x", f"url={url}", "upgrade", revision],
         cwd=ROOT,
         env=env,
         capture_output=True,
