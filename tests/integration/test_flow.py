@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.domain import JobDefinition, JobStatus, StepStatus
+from app.domain import JobDefinition, JobExecutionResult, JobStatus, StepStatus
 from app.domain.errors import ConfigurationError
 from app.domain.records import TRIGGER_SCHEDULE, ScheduledRun
 from app.engine import NewExecutionEngine
@@ -356,40 +356,57 @@ async def test_routing_is_checked_when_the_job_is_submitted(engine: NewExecution
 
 
 async def test_backfill_a_dst_week_once_through_the_queue_and_a_missed_fire_gets_its_run(
-    engine: NewExecutionEngine, db_url: str
+    db_url: str,
 ) -> None:
     await admin(db_url, "CREATE TABLE loads (day VARCHAR(10), due VARCHAR(40))")
-    assert engine.jobs is not None
-    stored = await engine.jobs.create(
-        job(
-            "nightly",
-            [
-                sql(
-                    "load",
-                    "INSERT INTO loads (day, due) VALUES (:day, :due)",
-                    parameters={
-                        "day": {"$from": "run.logical_date"},
-                        "due": {"$from": "run.scheduled_for"},
-                    },
-                )
-            ],
-            timezone="Europe/London",
-            schedule_config={"type": "cron", "expression": "30 2 * * *"},
+    nightly = job(
+        "nightly",
+        [
+            sql(
+                "load",
+                "INSERT INTO loads (day, due) VALUES (:day, :due)",
+                parameters={
+                    "day": {"$from": "run.logical_date"},
+                    "due": {"$from": "run.scheduled_for"},
+                },
+            )
+        ],
+        timezone="Europe/London",
+        schedule_config={"type": "cron", "expression": "30 2 * * *"},
+    )
+    # Before the engine starts: the job, and its fire of the 26th recorded missed (the
+    # service was down then).
+    before = SqlExecutionStore(db_url)
+    await before.open()
+    try:
+        await before.create_job(nightly, next_fire_at=None)
+        missed_at = datetime(2026, 10, 26, 2, 30, tzinfo=UTC)
+        await before.add_scheduled_run(
+            ScheduledRun("missed", nightly, missed_at, trigger=TRIGGER_SCHEDULE)
         )
+        assert await before.mark_missed("missed", "missed: the service was down")
+    finally:
+        await before.close()
+    resources = StepResources(connections=ConnectionRegistry({"work": db_url}))
+    engine = NewExecutionEngine(
+        store=SqlExecutionStore(db_url), resources=resources, poll_interval_seconds=0.05
     )
-    # The fire of the 26th was recorded missed (the service was down then).
-    missed_at = datetime(2026, 10, 26, 2, 30, tzinfo=UTC)
-    await engine.store.add_scheduled_run(
-        ScheduledRun("missed", stored.job, missed_at, trigger=TRIGGER_SCHEDULE)
-    )
-    assert await engine.store.mark_missed("missed", "missed: the service was down")
+    await engine.start()
+    try:
+        await _backfill_week(engine, db_url)
+    finally:
+        await engine.stop()
 
+
+async def _backfill_week(engine: NewExecutionEngine, db_url: str) -> None:
+    assert engine.jobs is not None
+    stored = await engine.jobs.get("nightly")
     week = BackfillRequest(start="2026-10-22", end="2026-10-28")
     plan = await backfill(engine, stored, week, requested_by="ops")
     days = [f"2026-10-{d}" for d in range(22, 29)]
     assert [r.logical_date for r in plan.runs] == days and plan.already_ran == []
-    results = [await engine.wait_for(r.execution_id or "") for r in plan.runs]
-    assert [r.status for r in results if r is not None] == [JobStatus.SUCCESS] * 7
+    results = [await finished(engine, r.execution_id or "") for r in plan.runs]
+    assert [r.status for r in results] == [JobStatus.SUCCESS] * 7
     rows = await admin(db_url, "SELECT day, due FROM loads ORDER BY day")
     assert [r[0] for r in rows] == days
     assert rows[2][1] == "2026-10-24T01:30:00Z" and rows[3][1] == "2026-10-25T02:30:00Z"
@@ -403,3 +420,13 @@ async def test_backfill_a_dst_week_once_through_the_queue_and_a_missed_fire_gets
             engine, stored, BackfillRequest("2026-10-28", "2026-10-22"), requested_by=None
         )
     assert [e.field for e in info.value.errors] == ["to"]
+
+
+async def finished(engine: NewExecutionEngine, execution_id: str) -> JobExecutionResult:
+    """The execution once it has ended (a backfill run waits for the scheduler first)."""
+    async with asyncio.timeout(30):
+        while True:
+            result = await engine.wait_for(execution_id)
+            if result is not None and result.status.is_terminal:
+                return result
+            await asyncio.sleep(0.02)
