@@ -5,6 +5,7 @@ undelivered messages on restart like everything else there."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from app.domain.notifications import (
     OutboxSource,
 )
 from app.domain.timeutil import utc_now
+
+log = logging.getLogger("app.engine.notifications")
 
 
 @dataclasses.dataclass
@@ -114,7 +117,12 @@ class MemoryOutboxMixin:
 
     async def _finished_outbox(self, result: JobExecutionResult) -> None:
         if self.outbox_source is not None and result.status.is_terminal:
-            await self.add_outbox_messages(await self.outbox_source.finished(result))
+            try:
+                messages = await self.outbox_source.finished(result)
+            except Exception:  # the execution's record matters more than its notices
+                log.exception("the notifications of %s could not be made", result.execution_id)
+                return
+            await self.add_outbox_messages(messages)
 
     async def _missed_outbox(
         self, job: JobDefinition, execution_id: str, at: datetime, reason: str, status: JobStatus

@@ -15,6 +15,7 @@ state change that causes it, claimed and delivered by one node.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -51,6 +52,8 @@ from app.domain.notifications import (
 from app.domain.timeutil import utc_now
 from app.persistence.convert import dump_json, load_json_object
 from app.persistence.models import Base
+
+log = logging.getLogger("app.persistence.outbox")
 
 OUTBOX_PENDING = DELIVERY_PENDING
 OUTBOX_DELIVERED = DELIVERY_DELIVERED
@@ -294,7 +297,12 @@ class SqlOutboxMixin:
         """``"outbox"`` history writes of a terminal result (queued with its job row)."""
         if self.outbox_source is None or not result.status.is_terminal:
             return []
-        return [outbox_params(m) for m in await self.outbox_source.finished(result)]
+        try:
+            messages = await self.outbox_source.finished(result)
+        except Exception:  # the execution's record matters more than its notices
+            log.exception("notifications of execution %s not made", result.execution_id)
+            return []
+        return [outbox_params(m) for m in messages]
 
     async def _missed_outbox(self, session: AsyncSession, row: Any, reason: str) -> None:
         """Outbox rows of a fire settled without running, in the settling transaction."""

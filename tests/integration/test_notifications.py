@@ -373,3 +373,27 @@ async def test_a_run_interrupted_by_a_crash_is_a_failure_notice(
         assert body["event"] == "failure"
         assert body["execution"]["status"] == "failed"
         assert body["execution"]["error_message"].startswith("interrupted")
+
+
+async def test_a_failure_to_make_notices_never_loses_the_execution_record(store: Any) -> None:
+    from app.domain import JobExecutionResult
+
+    class Broken:
+        async def finished(self, result: Any) -> list[Any]:
+            raise RuntimeError("the history could not be read")
+
+    store.outbox_source = Broken()
+    definition = job("kept", "true", [])
+    await store.record_pending("kept-1", definition, trigger="now")
+    ended = JobExecutionResult(
+        execution_id="kept-1",
+        job_id="kept",
+        job_name="Job kept",
+        status=JobStatus.SUCCESS,
+        timezone="UTC",
+        metadata={"trigger": "now"},
+    )
+    await store.record_job(ended)
+    recorded = await store.get_execution("kept-1")
+    assert recorded is not None and recorded.status is JobStatus.SUCCESS
+    assert await store.list_deliveries(execution_id="kept-1") == []
