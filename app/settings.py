@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     max_steps_per_job: int = Field(100, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
+    # -- cluster (README "Deployment") -----------------------------------------------------
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a node renews its heartbeat (its lease)."
+    )
+    node_timeout_seconds: float = Field(
+        30.0, gt=0, description="A node whose heartbeat is older is dead; others take its work."
+    )
+
     # -- security (README "Security") ------------------------------------------------------
     api_keys: list[dict[str, Any]] | None = Field(
         None,
@@ -153,6 +161,15 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _node_timeout_exceeds_heartbeat(self) -> Settings:
+        if self.node_timeout_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"V2_NODE_TIMEOUT_SECONDS ({self.node_timeout_seconds}) must be more than twice "
+                f"V2_HEARTBEAT_SECONDS ({self.heartbeat_seconds})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timeouts_fit_the_ceiling(self) -> Settings:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: Seconds a pooled connection may sit unused before it is checked on checkout.
@@ -58,3 +60,36 @@ def pool_options(
     if dialect == "sqlite" or "poolclass" in explicit:
         return explicit
     return {"pool_size": pool_size, "max_overflow": pool_size, **explicit}
+
+
+def is_transient(error: BaseException) -> bool:
+    """The database could not be reached or the connection was lost (a restart, a failover,
+    a dropped link, a busy SQLite file): retry later. Anything else is a bug or a bad
+    statement, and retrying would not help."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(
+            current,
+            OSError
+            | ConnectionError
+            | TimeoutError
+            | DisconnectionError
+            | PoolTimeout
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.exceptions.OperatorInterventionError
+            | asyncpg.exceptions.ConnectionDoesNotExistError,
+        ):
+            return True
+        message = str(current).lower()
+        if "database is locked" in message or "connection is closed" in message:
+            return True
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        )
+    return False

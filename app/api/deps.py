@@ -61,6 +61,8 @@ def build_engine(settings: Settings, store: ExecutionStore | None = None) -> New
         poll_interval_seconds=settings.poll_interval_seconds,
         misfire_grace_seconds=settings.misfire_grace_seconds,
         history_retention_days=settings.history_retention_days,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        node_timeout_seconds=settings.node_timeout_seconds,
     )
 
 

@@ -53,6 +53,8 @@ class ScheduledRun:
     #: Keyed by (job_id, scheduled_for): at most one such run per fire. Default: the runs
     #: a recurring schedule fires; a backfill's new runs are keyed too, its re-runs not.
     keyed: bool | None = None
+    #: Starts the execution's metadata (e.g. ``retry_of`` for a recovery retry).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def timezone(self) -> str:
@@ -159,10 +161,13 @@ def sanitize_fields(obj: Any, names: tuple[str, ...], metadata: dict[str, Any]) 
 
 
 def pending_metadata(
-    trigger: str, scheduled_for: datetime | None, requested_by: str | None
+    trigger: str,
+    scheduled_for: datetime | None,
+    requested_by: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metadata of an execution recorded PENDING (before the engine writes its own)."""
-    metadata: dict[str, Any] = {"trigger": trigger}
+    metadata: dict[str, Any] = {**(extra or {}), "trigger": trigger}
     if scheduled_for is not None:
         metadata["scheduled_for"] = scheduled_for.isoformat()
     if requested_by is not None:

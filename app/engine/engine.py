@@ -24,15 +24,18 @@ from app.engine import env_defaults as env
 from app.engine.env_defaults import EnvFloat, EnvInt
 from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
+from app.engine.node import ClusterNode
 from app.engine.observers import EngineObservers
 from app.engine.ports import (
     TRIGGER_NOW,
     TRIGGER_SCHEDULE,
+    ClusterStore,
     ExecutionStore,
     JobStore,
     ScheduledRun,
 )
 from app.engine.queue import TimezoneJobQueue
+from app.engine.recovery import Recovery
 from app.engine.recurring import RecurringScheduler
 from app.engine.runner import Execution, FinishedExecution, JobRunner, RunOptions
 from app.engine.scheduler import Scheduler
@@ -44,6 +47,9 @@ log = logging.getLogger("app.engine")
 #: The status check counts pending runs up to here (beyond: "at least this many"), so it
 #: costs the same with a million runs pending.
 PENDING_COUNT_LIMIT = 10_000
+
+#: How long a cancel through a node that does not own the execution waits for its owner.
+CANCEL_WAIT_SECONDS = 5.0
 
 
 class NewExecutionEngine:
@@ -68,6 +74,9 @@ class NewExecutionEngine:
         maintenance_interval_seconds: float = 3600.0,
         recover_on_start: bool = True,
         owner: str | None = None,
+        heartbeat_seconds: float = EnvFloat(5.0),
+        node_timeout_seconds: float = EnvFloat(30.0),
+        version: str = "2.0.0",
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """
@@ -86,9 +95,13 @@ class NewExecutionEngine:
             misfire_grace_seconds: at start, runs that came due while the service was down
                 run if at most this late; older ones are recorded as missed
             history_retention_days: purge finished executions older than this (None: keep)
-            recover_on_start: at start, settle what a previous process left behind (runs
-                interrupted while running, claimed runs that never started, misfires).
-                Assumes one engine per store, the supported deployment today.
+            recover_on_start: at start, settle what dead nodes left behind (runs
+                interrupted while running, claimed runs that never started, misfires); a
+                live node's work is never touched. Periodically after that, too.
+            owner: this node's id (default: the store's, so claims, history rows and
+                log lines carry one identity)
+            heartbeat_seconds: how often the node renews its lease (database store)
+            node_timeout_seconds: a node whose heartbeat is older is dead
 
         What the caller does not pass comes from the V2_* environment (``env_defaults``).
         """
@@ -101,6 +114,8 @@ class NewExecutionEngine:
         schedule_grace_seconds = env.number("schedule_grace_seconds", schedule_grace_seconds)
         poll_interval_seconds = env.number("poll_interval_seconds", poll_interval_seconds)
         misfire_grace_seconds = env.number("misfire_grace_seconds", misfire_grace_seconds)
+        heartbeat_seconds = env.number("heartbeat_seconds", heartbeat_seconds)
+        node_timeout_seconds = env.number("node_timeout_seconds", node_timeout_seconds)
         resources = resources or env.resources(pool_size=max_workers)
         if max_workers < 1 or queue_max_concurrent < 1 or default_timeout < 1:
             raise ValueError("max_workers, queue_max_concurrent and default_timeout must be >= 1")
@@ -111,7 +126,7 @@ class NewExecutionEngine:
         self.resources = resources or StepResources()
         self.enable_step_caching = enable_step_caching
         self.schedule_grace = timedelta(seconds=schedule_grace_seconds)
-        self.owner = owner or f"engine-{uuid.uuid4().hex[:12]}"
+        self.owner = owner or getattr(self.store, "owner", None) or f"engine-{uuid.uuid4().hex}"
         self._clock = clock
         self.misfire_grace = timedelta(seconds=misfire_grace_seconds)
         self.history_retention_days = history_retention_days
@@ -136,6 +151,30 @@ class NewExecutionEngine:
                 poll_interval_seconds=poll_interval_seconds,
                 clock=clock,
             )
+        self._node: ClusterNode | None = None
+        self._recovery: Recovery | None = None
+        if isinstance(self.store, ClusterStore):
+            self._recovery = Recovery(
+                self.store,
+                node_id=self.owner,
+                node_timeout_seconds=node_timeout_seconds,
+                misfire_grace=self.misfire_grace,
+                clock=clock,
+                on_missed=self._missed_at_recovery,
+            )
+            self._node = ClusterNode(
+                self.store,
+                self.owner,
+                version=version,
+                heartbeat_seconds=heartbeat_seconds,
+                node_timeout_seconds=node_timeout_seconds,
+                on_lost=self._abandon,
+                on_cancel=self._cancel_asked_elsewhere,
+                on_message=self._notified,
+                recover=self._recover_periodically,
+                has_live_work=lambda: bool(self._live),
+            )
+        self._node_tasks: list[asyncio.Task[None]] = []
         self._runner = JobRunner(self.store, enable_step_caching=enable_step_caching, clock=clock)
         self._scheduler = Scheduler(
             self.store,
@@ -169,8 +208,18 @@ class NewExecutionEngine:
         if self._state == "running":
             return
         await self.store.open()
-        if self._recover_on_start:
-            self.recovery_report = await self._recover()
+        try:
+            if self._node is not None:
+                await self._node.register()  # refused on a SQLite file another process has
+            if self._recover_on_start and self._recovery is not None:
+                self.recovery_report = await self._recovery.run_once()
+        except BaseException:
+            await self.store.close()
+            raise
+        if self._node is not None:
+            self._node_tasks = self._node.start()
+            for task in self._node_tasks:
+                task.add_done_callback(self._background_done)
         self._state = "running"
         self._failure = None
         self._started_at = self._clock()
@@ -213,6 +262,8 @@ class NewExecutionEngine:
         if self._state == "stopped":
             return
         self._state = "stopping"
+        if self._node is not None:
+            await self._node.mark_stopping()
         held = self._scheduler.drop_held()
         await self._stop_background()
         await self._scheduler.wait_dispatching()
@@ -232,6 +283,8 @@ class NewExecutionEngine:
                 )
         await self._cancel_all("cancelled: the engine was stopped")
         await self.resources.connections.dispose()
+        if self._node is not None:
+            await self._node.stop()
         await self.store.close()
         self._state = "stopped"
         log.info("engine %s stopped", self.owner)
@@ -246,11 +299,19 @@ class NewExecutionEngine:
             log.exception("store health check failed")
             pending, capped, store_ok = -1, False, False
         now = self._clock()
+        lease_ok = self._node is None or self._node.lease_valid
+        problem = self._failure
+        if problem is None and not store_ok:
+            problem = "database unreachable"
+        if problem is None and not lease_ok:
+            problem = "database unreachable: this node cannot renew its lease"
         return {
             "status": self._state if self._failure is None else "failed",
-            "healthy": self._state == "running" and self._failure is None and store_ok,
-            "failure": self._failure,
+            "healthy": self._state == "running" and problem is None,
+            "failure": problem,
             "store_reachable": store_ok,
+            "node_id": self.owner,
+            "node": self._node.status() if self._node is not None else None,
             "started_at": self._started_at.isoformat() if self._started_at else None,
             "uptime_seconds": (now - self._started_at).total_seconds()
             if self._started_at and self._state == "running"
@@ -426,18 +487,34 @@ class NewExecutionEngine:
             execution.task.cancel()
             await asyncio.shield(execution.done)
             return True
-        if self._scheduler.withdraw(execution_id):  # claimed ahead of its time, not fired
-            await self.store.requeue_claimed_runs(
-                owner=self.owner, expired_only=False, execution_ids=[execution_id]
-            )
-        if not await self.store.cancel_scheduled_run(execution_id):
+        held = self._scheduler.withdraw(execution_id)  # claimed ahead of its time, not fired
+        if await self.store.cancel_scheduled_run(
+            execution_id, cancelled_by=cancelled_by, claimed_by=self.owner if held else None
+        ):
+            return True
+        return await self._cancel_elsewhere(execution_id, cancelled_by)
+
+    async def _cancel_elsewhere(self, execution_id: str, cancelled_by: str | None) -> bool:
+        """Cancel an execution another node runs: ask its owner through the store and wait
+        (up to ``CANCEL_WAIT_SECONDS``) for it to end. True once it ended cancelled."""
+        if not isinstance(self.store, ClusterStore):
             return False
-        if cancelled_by is not None:
+        owner = await self.store.request_cancel(execution_id, cancelled_by)
+        if owner is None or owner == self.owner:
+            return False  # finished, or ours and already ending (it is not live here)
+        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
             stored = await self.store.get_execution(execution_id)
-            if stored is not None:
-                stored.metadata["cancelled_by"] = cancelled_by
-                await self.store.record_job(stored)
-        return True
+            if stored is None or stored.status.is_terminal:
+                return stored is not None and stored.status is JobStatus.CANCELLED
+            await asyncio.sleep(0.05)
+        log.warning(
+            "execution %s: node %s did not end it within %.0fs of the cancel request",
+            execution_id,
+            owner,
+            CANCEL_WAIT_SECONDS,
+        )
+        return True  # asked: the owner carries it out (or recovery does, if it is dead)
 
     async def wait_for(self, execution_id: str) -> JobExecutionResult | None:
         """Wait until a live execution ends; the stored result for others."""
@@ -481,6 +558,32 @@ class NewExecutionEngine:
             for e in self._live.values()
             if e.job.job_id == job_id and not e.result.status.is_terminal
         ]
+
+    async def cluster_active_execution_ids(self, job_id: str) -> list[str]:
+        """Executions of ``job_id`` queued, handed over or running on any node (this one's
+        first), for overlap policies that hold across replicas."""
+        local = self.active_execution_ids(job_id)
+        if not isinstance(self.store, ClusterStore):
+            return local
+        elsewhere = await self.store.active_execution_ids(job_id)
+        return local + [eid for eid in elsewhere if eid not in local]
+
+    async def cluster_status(self) -> dict[str, Any]:
+        """This node, every node of the cluster, and the cluster-wide queue depths."""
+        nodes: list[dict[str, Any]] = []
+        waiting: dict[str, int] = {}
+        if self._node is not None and isinstance(self.store, ClusterStore):
+            timeout = self._node.node_timeout_seconds
+            nodes = [n.to_dict() for n in await self.store.list_nodes(timeout)]
+            waiting = await self.store.waiting_by_timezone(self._clock())
+        else:
+            waiting = {tz: q.get_queue_depth() for tz, q in self._queues.items()}
+        return {
+            "node_id": self.owner,
+            "nodes": nodes,
+            "cluster_waiting_by_timezone": dict(sorted(waiting.items())),
+            "cluster_waiting": sum(waiting.values()),
+        }
 
     def wake_scheduler(self) -> None:
         self._scheduler.notify()
@@ -581,6 +684,11 @@ class NewExecutionEngine:
             raise EngineNotRunningError(f"the engine has failed: {self._failure}")
         if self._state != "running":
             raise EngineNotRunningError(f"the engine is {self._state}; it accepts no new work")
+        if self._node is not None and not self._node.lease_valid:
+            raise EngineNotRunningError(
+                "database unreachable: this node cannot renew its lease, so it starts no "
+                "new work until the database is back"
+            )
 
     def _queue_for(self, timezone: str) -> TimezoneJobQueue:
         queue = self._queues.get(timezone)
@@ -608,6 +716,13 @@ class NewExecutionEngine:
         # committed with every other run firing now, and before any slot is taken.
         self._dispatching.add(run.execution_id)
         try:
+            if not await self._hold_lease():
+                self._dispatching.discard(run.execution_id)
+                self._live.pop(run.execution_id, None)
+                if not execution.done.done():
+                    execution.done.set_result(execution.result)
+                log.warning("run %s not started: this node lost its claim", run.execution_id)
+                return
             await self.store.mark_run_dispatched(run.execution_id)
             if not execution.context.is_cancelled():
                 await self._until(run.scheduled_for)  # handed over a little early: wait
@@ -617,6 +732,19 @@ class NewExecutionEngine:
             await self.finish_unstarted(execution, "cancelled before it started")
             return
         self._queue_for(run.job.timezone).enqueue(execution)
+
+    async def _hold_lease(self) -> bool:
+        """Before starting claimed work: wait while the lease cannot be renewed (database
+        unreachable); False if the node was declared dead meanwhile (the claim is gone)."""
+        node = self._node
+        if node is None:
+            return True
+        takeovers = node.takeovers
+        while not node.lease_valid and node.takeovers == takeovers:
+            if self._state != "running":
+                return False
+            await asyncio.sleep(0.1)
+        return node.takeovers == takeovers
 
     async def _until(self, instant: datetime) -> None:
         """Sleep until the engine's clock reaches ``instant`` (timers may fire a little
@@ -739,50 +867,42 @@ class NewExecutionEngine:
             log.critical("%s died", task.get_name(), exc_info=exc)
             self.fail(f"{task.get_name()} died: {type(exc).__name__}: {exc}")
 
-    async def _recover(self) -> dict[str, int]:
-        """Settle what a previous process of this store left behind."""
-        report = {"requeued": 0, "interrupted": 0, "retried": 0, "missed": 0}
-        store, now = self.store, self._clock()
-        report["requeued"] = await store.requeue_claimed_runs(expired_only=False)
-        for left in await store.find_running(include_queued=True):
-            job = await store.get_job_definition(left.execution_id)
-            started = left.status is not JobStatus.PENDING
-            reason = (
-                "interrupted: the service stopped while it was running"
-                if started
-                else "interrupted: the service stopped before it started"
-            )
-            if started and job is not None and left.retry_count < job.max_retries:
-                retry_id = uuid.uuid4().hex
-                await store.mark_interrupted(left.execution_id, f"{reason}; retried as {retry_id}")
-                await store.add_scheduled_run(
-                    ScheduledRun(
-                        execution_id=retry_id,
-                        job=job,
-                        scheduled_for=now,
-                        requested_by=left.metadata.get("requested_by"),
-                    )
-                )
-                report["retried"] += 1
-            elif await store.mark_interrupted(left.execution_id, reason):
-                report["interrupted"] += 1
-        cutoff = now - self.misfire_grace
-        while missed := await store.due_scheduled_runs(cutoff, 500):
-            for run in missed:
-                late = (now - run.scheduled_for).total_seconds()
-                reason = (
-                    f"missed: due at {run.scheduled_for.isoformat()} while the service was "
-                    f"down; {late:.0f}s late is beyond the misfire grace of "
-                    f"{self.misfire_grace.total_seconds():.0f}s"
-                )
-                if await store.mark_missed(run.execution_id, reason):
-                    self.observers.fire_not_run(
-                        run.job, run.execution_id, run.scheduled_for, reason, JobStatus.FAILED
-                    )
-                report["missed"] += 1
-        if any(report.values()):
-            log.warning("recovered after restart: %s", report)
-        return report
+    # -- the cluster ----------------------------------------------------------------------
+    def _missed_at_recovery(self, run: ScheduledRun, reason: str) -> None:
+        self.observers.fire_not_run(
+            run.job, run.execution_id, run.scheduled_for, reason, JobStatus.FAILED
+        )
+
+    async def _recover_periodically(self) -> None:
+        if self._recovery is not None and self._state == "running":
+            report = await self._recovery.run_once()
+            if report["requeued"] or report["retried"]:
+                self._scheduler.notify()
+
+    def _notified(self, payload: str) -> None:
+        """Another node changed something: look again now instead of at the next poll."""
+        if payload in ("runs", "reconnected"):
+            self._scheduler.notify()
+        if payload in ("jobs", "reconnected") and self._recurring is not None:
+            self._recurring.notify()
+
+    async def _cancel_asked_elsewhere(self, execution_id: str, by: str | None) -> None:
+        if execution_id in self._live:
+            log.info("execution %s: cancel asked through another node (by %s)", execution_id, by)
+            await self.cancel_job(execution_id, cancelled_by=by)
+
+    async def _abandon(self) -> None:
+        """This node was declared dead and its work taken over: stop running it (its late
+        writes are fenced off anyway). Held runs were requeued by the node that took over."""
+        held = self._scheduler.drop_held()
+        live = list(self._live)
+        log.error(
+            "node %s abandons %d executions and %d claimed runs taken over by another node",
+            self.owner,
+            len(live),
+            len(held),
+        )
+        await self._cancel_all("abandoned: this node lost its lease and its work was taken over")
 
     async def _maintenance_forever(self) -> None:
         assert self.history_retention_days is not None

@@ -208,7 +208,13 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
         if self._runs.pop(execution_id, None) is not None:
             self._drop_from_heap(execution_id)
 
-    async def cancel_scheduled_run(self, execution_id: str) -> bool:
+    async def cancel_scheduled_run(
+        self,
+        execution_id: str,
+        *,
+        cancelled_by: str | None = None,
+        claimed_by: str | None = None,
+    ) -> bool:
         if self._runs.pop(execution_id, None) is None:
             return False
         self._drop_from_heap(execution_id)
@@ -217,6 +223,8 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
             job.status = JobStatus.CANCELLED
             job.end_time = utc_now()
             job.error_message = CANCELLED_BEFORE_START
+            if cancelled_by is not None:
+                job.metadata["cancelled_by"] = cancelled_by
         return True
 
     async def count_scheduled_runs(self, limit: int | None = None) -> int:

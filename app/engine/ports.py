@@ -7,10 +7,12 @@ timezone-aware UTC.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from app.domain.cluster import NodeInfo, OrphanedExecution
 from app.domain.enums import JobStatus
 from app.domain.jobs import JobPage, JobQuery, StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
@@ -29,6 +31,7 @@ __all__ = [
     "TRIGGER_QUEUED",
     "TRIGGER_SCHEDULE",
     "TRIGGER_SCHEDULED",
+    "ClusterStore",
     "ExecutionPage",
     "ExecutionQuery",
     "ExecutionStore",
@@ -100,8 +103,16 @@ class ExecutionStore(Protocol):
         again, and after a crash its execution, still PENDING, is recorded interrupted
         instead of being run a second time."""
 
-    async def cancel_scheduled_run(self, execution_id: str) -> bool:
-        """Remove an unclaimed run (recorded CANCELLED); False when not pending."""
+    async def cancel_scheduled_run(
+        self,
+        execution_id: str,
+        *,
+        cancelled_by: str | None = None,
+        claimed_by: str | None = None,
+    ) -> bool:
+        """Remove an unclaimed run, or one ``claimed_by`` holds and has not started
+        (recorded CANCELLED, with ``cancelled_by`` in its metadata when given); False when
+        not pending."""
 
     async def count_scheduled_runs(self, limit: int | None = None) -> int:
         """Number of runs still waiting; with ``limit``, counting stops at ``limit`` (a
@@ -205,3 +216,60 @@ class JobStore(Protocol):
         highest ``created_at``, ties broken by highest ``execution_id``. The results carry
         no steps (``steps == []``; ``get_execution`` has them). Job ids without an
         execution are absent from the dict; repeated ids are looked up once."""
+
+
+@runtime_checkable
+class ClusterStore(Protocol):
+    """A store several engines (nodes) share: node registry, heartbeats (the lease of all a
+    node holds), recovery of dead nodes' work, and control across nodes. The database store
+    implements it; the in-memory store is one process and does not."""
+
+    owner: str
+
+    async def register_node(self, node: NodeInfo) -> None:
+        """Add (or re-add) ``node`` with a fresh heartbeat."""
+
+    async def heartbeat(self, node_id: str) -> bool:
+        """Renew the node's lease; False when it is no longer registered (declared dead)."""
+
+    async def set_node_state(self, node_id: str, state: str) -> None:
+        """Record ``running`` or ``stopping``."""
+
+    async def deregister_node(self, node_id: str) -> None:
+        """Remove the node (a clean stop)."""
+
+    async def list_nodes(self, timeout_seconds: float) -> list[NodeInfo]:
+        """Every registered node with its liveness and running executions."""
+
+    async def remove_dead_nodes(self, timeout_seconds: float, *, keep: str) -> list[str]:
+        """Deregister nodes with a heartbeat older than ``timeout_seconds``."""
+
+    async def requeue_orphaned_claims(self, timeout_seconds: float) -> int:
+        """Claimed, unstarted runs of dead claimers become pending again."""
+
+    async def find_orphaned(self, timeout_seconds: float) -> list[OrphanedExecution]:
+        """Unfinished executions whose owner is not a live node."""
+
+    async def take_over(
+        self, orphan: OrphanedExecution, reason: str, *, retry: ScheduledRun | None = None
+    ) -> bool:
+        """Settle ``orphan`` (fenced on its owner and attempt), adding ``retry``; False when
+        another node did first."""
+
+    async def request_cancel(self, execution_id: str, by: str | None) -> str | None:
+        """Ask the owner of an unfinished execution to cancel it; the owner or None."""
+
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, str | None]]:
+        """(execution_id, requested_by) of the node's executions asked to cancel."""
+
+    async def active_execution_ids(self, job_id: str) -> list[str]:
+        """Executions of ``job_id`` queued, handed over or running on any node."""
+
+    async def waiting_by_timezone(self, now: datetime) -> dict[str, int]:
+        """Runs due and not started, per timezone, over the whole cluster."""
+
+    async def notify(self, payload: str) -> None:
+        """Wake the other nodes (``runs``, ``jobs``)."""
+
+    async def listen(self, on_message: Callable[[str], None], stop: asyncio.Event) -> None:
+        """Deliver the other nodes' notifications until ``stop`` is set."""

@@ -12,7 +12,8 @@ Policies (``schedule_config.misfire_policy`` / ``overlap_policy``):
   recorded as coalesced. ``run_all``: each fire within the grace runs (at most 10). ``skip``:
   a fire runs only when it is on time (late by at most the schedule grace). Fires beyond the
   misfire grace are always recorded as missed.
-* overlap ``skip`` (default): no new run while an earlier one of the job is queued or running;
+* overlap ``skip`` (default): no new run while an earlier one of the job is queued or running
+  (on any node of the cluster);
   ``allow``: runs side by side; ``queue``: the new run waits for the earlier ones to finish;
   ``replace``: the earlier ones are cancelled first.
 
@@ -34,6 +35,7 @@ from app.domain.records import TRIGGER_SCHEDULE, DuplicateScheduledRunError, Sch
 from app.domain.timeutil import utc_now
 from app.engine.ports import JobStore
 from app.engine.scheduler import DueLoop
+from app.sqlpool import is_transient
 
 if TYPE_CHECKING:
     from app.engine.engine import NewExecutionEngine
@@ -76,7 +78,9 @@ class RecurringScheduler(DueLoop):
         for stored in due:
             try:
                 await self._fire_job(stored, now)
-            except Exception:  # one broken job must not stop every other job's schedule
+            except Exception as exc:  # one broken job must not stop every other job's schedule
+                if is_transient(exc):
+                    raise  # the database, not the job: the loop retries the whole pass
                 log.exception("evaluating the schedule of job %s failed", stored.job_id)
                 await self._jobs.advance_job(
                     stored.job_id,
@@ -107,7 +111,7 @@ class RecurringScheduler(DueLoop):
             following = schedule.next_fire(following.at)
         misfire, overlap = job_policies(job)
         # Executions of this job active before this evaluation (not the runs it adds).
-        active = self._engine.active_execution_ids(job.job_id)
+        active = await self._engine.cluster_active_execution_ids(job.job_id)
         for at, calendar in excluded.items():
             await self._record(stored, at, f"excluded by calendar {calendar}", JobStatus.CANCELLED)
         to_run, to_record = self._decide([f for f in fires if f not in excluded], now, misfire)

@@ -24,6 +24,7 @@ from typing import Any
 
 from app.domain.timeutil import utc_now
 from app.engine.ports import ExecutionStore, ScheduledRun
+from app.sqlpool import is_transient
 
 log = logging.getLogger("app.engine.scheduler")
 
@@ -69,14 +70,29 @@ class DueLoop(ABC):
         self._stopping = False
 
     async def run_forever(self) -> None:
+        """Loop until ``stop()``. A database that cannot be reached is waited out with
+        back-off (logged once per outage); any other error ends the loop (a bug)."""
+        outage = 0.0
         while not self._stopping:
-            if await self.run_due() >= self._batch or self._stopping:
-                continue  # more may be due right now
-            delay = self._poll
-            upcoming = await self.next_due_time()
-            if upcoming is not None:
-                until = (upcoming - self._clock()).total_seconds() - self._lead
-                delay = min(delay, max(0.0, until))
+            try:
+                delay = await self._pass()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if not outage:
+                    log.warning(
+                        "%s: the database is unreachable (%s); retrying with back-off",
+                        type(self).__name__,
+                        type(exc).__name__,
+                    )
+                outage = min(max(outage * 2, 0.1), 5.0)
+                delay = outage
+            else:
+                if outage:
+                    log.warning("%s: the database is back", type(self).__name__)
+                outage = 0.0
+            if delay is None:
+                continue
             self._wake.clear()
             if self._stopping:  # stop() may have come while we asked the store
                 break
@@ -86,6 +102,17 @@ class DueLoop(ABC):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+
+    async def _pass(self) -> float | None:
+        """Handle what is due; how long to sleep before the next pass (None: go on now)."""
+        if await self.run_due() >= self._batch or self._stopping:
+            return None  # more may be due right now
+        delay = self._poll
+        upcoming = await self.next_due_time()
+        if upcoming is not None:
+            until = (upcoming - self._clock()).total_seconds() - self._lead
+            delay = min(delay, max(0.0, until))
+        return delay
 
 
 class Scheduler(DueLoop):

@@ -94,6 +94,7 @@ def run_from_row(row: ScheduledRunV2) -> ScheduledRun:
         trigger=row.trigger,
         attempt=row.attempt,
         requested_by=row.requested_by,
+        metadata=load_json_object(row.metadata_json),
     )
 
 

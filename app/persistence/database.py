@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,40 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
         # failing with SQLITE_BUSY when it upgrades a read snapshot to a write.
         immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SingleNodeError(RuntimeError):
+    """A second process wants to run an engine on a SQLite file another process serves."""
+
+
+#: Lock files this process holds (path -> descriptor). POSIX record locks belong to the
+#: process, and closing any descriptor of the file would drop them: each file is opened
+#: once and kept open for the life of the process.
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def hold_sqlite_file(url: str) -> None:
+    """Make this process the only one running an engine on the SQLite file of ``url``
+    (``SingleNodeError`` when another process has it). Several engines of one process may
+    share a file (tests do); the lock goes with the process, ``kill -9`` included."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    path = str(Path(database).expanduser().resolve()) + ".node-lock"
+    if path in _HELD_LOCKS:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SingleNodeError(
+            f"the SQLite database {database} is already served by another process "
+            f"(pid {holder}); SQLite runs one node only: several replicas need PostgreSQL "
+            "(V2_DATABASE_URL=postgresql+asyncpg://...)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD_LOCKS[path] = fd

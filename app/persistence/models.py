@@ -58,8 +58,10 @@ class JobExecutionV2(Base):
 
     Beyond the spec: ``trigger`` (how it came to be), ``scheduled_for``, ``requested_by``,
     ``job_definition_json`` (``JobDefinition.to_dict()``, to run or retry it later),
-    ``attempt`` (claim attempt of its scheduled run), ``owner`` (the process running it),
-    ``updated_at`` and ``attempts_json`` (summaries of the execution's attempts).
+    ``attempt`` (claim attempt of its scheduled run: with ``owner``, the fence of every write
+    after a claim), ``owner`` (the node running it), ``updated_at``, ``attempts_json``
+    (summaries of the execution's attempts), and ``cancel_requested_at``/``cancel_requested_by``
+    (a cancel asked through any replica, which the owning node carries out).
     """
 
     __tablename__ = "job_executions_v2"
@@ -86,11 +88,16 @@ class JobExecutionV2(Base):
     updated_at: Mapped[datetime] = mapped_column(default=_utc_now, onupdate=_utc_now)
     # -- added for attempt history (revision "flow") ----------------------------------------
     attempts_json: Mapped[str | None] = mapped_column(Text)
+    # -- added for the cluster ------------------------------------------------------------
+    cancel_requested_at: Mapped[datetime | None]
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         # Listing is newest first with a (created_at, execution_id) keyset cursor.
         Index("ix_job_executions_v2_created_at_execution_id", "created_at", "execution_id"),
         Index("ix_job_executions_v2_job_id_created_at", "job_id", "created_at"),
+        # A node's work: WHERE owner = :node AND status IN (...) (heartbeat, recovery).
+        Index("ix_job_executions_v2_owner_status", "owner", "status"),
     )
 
 
@@ -158,6 +165,7 @@ class ScheduledRunV2(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=_utc_now)
+    metadata_json: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("job_id", "schedule_key"),
@@ -202,3 +210,24 @@ class JobDefinitionV2(Base):
         # leading column also serves the ``enabled`` filter of the listing.
         Index("ix_jobs_v2_enabled_next_fire_at", "enabled", "next_fire_at"),
     )
+
+
+#: Values of ``SchedulerNodeV2.state``.
+NODE_RUNNING = "running"
+NODE_STOPPING = "stopping"
+
+
+class SchedulerNodeV2(Base):
+    """One running engine (node) of the cluster. ``heartbeat_at`` is set from the database's
+    clock; a node whose heartbeat is older than the node timeout is dead, and another node
+    settles its work (its heartbeat is the lease of everything it owns)."""
+
+    __tablename__ = "scheduler_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]

@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Interval,
+    String,
     Table,
     and_,
     bindparam,
@@ -36,6 +38,7 @@ from app.persistence.models import (
     JobDefinitionV2,
     JobExecutionV2,
     ScheduledRunV2,
+    SchedulerNodeV2,
     StepExecutionV2,
 )
 from app.persistence.outbox import outbox_insert
@@ -63,52 +66,74 @@ _UPSERTS: dict[tuple[bool, str, tuple[str, ...]], Any] = {}
 #: "outbox" (a notification raised by the job row's state, ``app.persistence.outbox``).
 HISTORY_KINDS = ("pending", "job", "step", "started", "outbox")
 
+#: Parameters of "job", "step" and "started" writes that fence them: the write lands only
+#: while the execution is still held by ``fence_owner`` at claim ``fence_attempt`` (a node
+#: that lost its lease cannot overwrite the new owner's records).
+FENCE_PARAMS = ("fence_owner", "fence_attempt")
+
+
+def _fence(job: Table) -> ColumnElement[bool]:
+    """The job row is still held by the writer: same owner, same claim attempt."""
+    return and_(
+        job.c.owner == bindparam("fence_owner", type_=String(100)),
+        job.c.attempt == bindparam("fence_attempt", type_=Integer()),
+    )
+
 
 def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) -> Any:
     """The statement of a history write of ``kind`` binding ``columns`` (sorted names)."""
     if kind == "started":
-        return _MARK_STARTED
+        return _MARK_DISPATCHED
     cache_key = (on_postgresql, kind, columns)
     stmt = _UPSERTS.get(cache_key)
     if stmt is not None:
         return stmt
     insert_ = postgresql.insert if on_postgresql else sqlite.insert
+    data = tuple(c for c in columns if c not in FENCE_PARAMS)
+    jobs: Table = JobExecutionV2.__table__  # type: ignore[assignment]
     table: Table
     if kind in ("pending", "pending?"):
-        table = JobExecutionV2.__table__  # type: ignore[assignment]
+        table = jobs
         stmt = (
             insert_(table)
-            .values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+            .values({c: bindparam(c, type_=table.c[c].type) for c in data})
             .on_conflict_do_nothing(index_elements=[table.c.execution_id])
         )
         if kind == "pending?":
             stmt = stmt.returning(table.c.execution_id)
     elif kind == "job":
-        table = JobExecutionV2.__table__  # type: ignore[assignment]
-        base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+        table = jobs
+        base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in data})
         keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
         keep += _CREATION_ONLY
         stmt = base.on_conflict_do_update(
             index_elements=[table.c.execution_id],
-            set_={c: base.excluded[c] for c in columns if c not in keep},
+            set_={c: base.excluded[c] for c in data if c not in keep},
+            where=_fence(jobs) if "fence_attempt" in columns else None,
         )
     elif kind == "step":
         table = StepExecutionV2.__table__  # type: ignore[assignment]
+        eid = bindparam("execution_id", type_=table.c.execution_id.type)
         next_order = (
             select(func.coalesce(func.max(table.c.start_order) + 1, 0))
             .where(
-                table.c.execution_id == bindparam("execution_id", type_=table.c.execution_id.type),
+                table.c.execution_id == eid,
                 table.c.attempt == bindparam("attempt", type_=table.c.attempt.type),
             )
             .scalar_subquery()
         )
-        base = insert_(table).values(
-            {**{c: bindparam(c, type_=table.c[c].type) for c in columns}, "start_order": next_order}
+        # INSERT ... SELECT ... WHERE <fence>: a fenced-out writer inserts nothing either.
+        held = select(jobs.c.execution_id).where(jobs.c.execution_id == eid)
+        if "fence_attempt" in columns:
+            held = held.where(_fence(jobs))
+        rows = select(*[bindparam(c, type_=table.c[c].type) for c in data], next_order).where(
+            held.exists()
         )
+        base = insert_(table).from_select([*data, "start_order"], rows)
         keep = ("step_id", "step_execution_id", "execution_id", "attempt", "run", "created_at")
         stmt = base.on_conflict_do_update(
             index_elements=[table.c.execution_id, table.c.attempt, table.c.step_id, table.c.run],
-            set_={c: base.excluded[c] for c in columns if c not in keep},
+            set_={c: base.excluded[c] for c in data if c not in keep},
         )
     elif kind == "outbox":
         stmt = outbox_insert(insert_, columns)
@@ -123,14 +148,25 @@ def pending_params(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "status": JobStatus.PENDING.value}
 
 
-def job_params(values: dict[str, Any], owner: str | None) -> dict[str, Any]:
-    """Parameters of a "job" write from ``convert.job_values``."""
+def job_params(values: dict[str, Any], owner: str | None, fence: int) -> dict[str, Any]:
+    """Parameters of a "job" write from ``convert.job_values``, fenced on (``owner``,
+    claim attempt ``fence``)."""
     now = utc_now()
-    return {**values, "owner": owner, "created_at": now, "updated_at": now}
+    return {
+        **values,
+        "owner": owner,
+        "created_at": now,
+        "updated_at": now,
+        "fence_owner": owner,
+        "fence_attempt": fence,
+    }
 
 
-def step_params(execution_id: str, attempt: int, values: dict[str, Any]) -> dict[str, Any]:
-    """Parameters of a "step" write from ``convert.step_values``."""
+def step_params(
+    execution_id: str, attempt: int, values: dict[str, Any], owner: str | None, fence: int
+) -> dict[str, Any]:
+    """Parameters of a "step" write from ``convert.step_values`` (``attempt``: the job's
+    retry attempt), fenced as ``job_params``."""
     now = utc_now()
     return {
         **values,
@@ -141,12 +177,15 @@ def step_params(execution_id: str, attempt: int, values: dict[str, Any]) -> dict
         "attempt": attempt,
         "created_at": now,
         "updated_at": now,
+        "fence_owner": owner,
+        "fence_attempt": fence,
     }
 
 
-def started_params(execution_id: str) -> dict[str, Any]:
-    """Parameters of a "started" write."""
-    return {"b_execution_id": execution_id}
+def started_params(execution_id: str, owner: str | None, fence: int) -> dict[str, Any]:
+    """Parameters of a "started" write: the run must still be claimed by ``owner`` at
+    attempt ``fence``."""
+    return {"b_execution_id": execution_id, "fence_owner": owner, "fence_attempt": fence}
 
 
 #: Columns only a "pending" write sets: how the execution was created.
@@ -199,6 +238,19 @@ def write_history_sync(conn: Connection, rows: Sequence[tuple[str, dict[str, Any
 
 
 _RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]
+#: A claimed run handed to its queue (or whose execution left PENDING) is done, only while
+#: its claim is still the writer's.
+_MARK_DISPATCHED = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.execution_id == bindparam("b_execution_id"),
+        _RUNS.c.status == RUN_CLAIMED,
+        _RUNS.c.lease_owner == bindparam("fence_owner", type_=String(100)),
+        _RUNS.c.attempt == bindparam("fence_attempt", type_=Integer()),
+    )
+    .values(status=RUN_DONE)
+)
+#: Settling an execution (recovery, interruption): its run, pending or claimed, is done.
 _MARK_STARTED = (
     update(_RUNS)
     .where(
@@ -226,6 +278,16 @@ class _Repository:
         if self.on_postgresql:
             return func.now() + literal(timedelta(seconds=seconds), Interval())
         return literal(utc_now() + timedelta(seconds=seconds), JobExecutionV2.created_at.type)
+
+    def live_node(self, node_id: Any, timeout_seconds: float) -> ColumnElement[bool]:
+        """``node_id`` (a column or value) names a node whose heartbeat is younger than
+        ``timeout_seconds`` on the database's clock."""
+        node = SchedulerNodeV2
+        return (
+            select(node.node_id)
+            .where(node.node_id == node_id, node.heartbeat_at >= self.db_now_plus(-timeout_seconds))
+            .exists()
+        )
 
 
 class ExecutionRepository(_Repository):
@@ -332,18 +394,27 @@ class ExecutionRepository(_Repository):
         *,
         from_statuses: Sequence[str],
         owner: str | None = None,
+        fence: tuple[str | None, int] | None = None,
     ) -> JobExecutionV2 | None:
         """Move a job row in one of ``from_statuses`` (and owned by ``owner`` if given) to
-        ``status`` with ``reason``; its RUNNING/PENDING steps become FAILED. The updated row,
-        or None when it did not qualify."""
+        ``status`` with ``reason``; its RUNNING/PENDING steps become FAILED. With ``fence``
+        (owner, attempt) the row must still be held so, and its attempt goes up by one: the
+        old holder's late writes no longer match. The updated row, or None when it did not
+        qualify."""
         job = JobExecutionV2
         now = utc_now()
         conditions = [job.execution_id == execution_id, job.status.in_(from_statuses)]
         if owner is not None:
             conditions.append(job.owner == owner)
+        if fence is not None:
+            held_by, attempt = fence
+            conditions.append(job.owner.is_(None) if held_by is None else job.owner == held_by)
+            conditions.append(job.attempt == attempt)
         row = (await self.session.scalars(select(job).where(*conditions).with_for_update())).first()
         if row is None:
             return None
+        if fence is not None:
+            row.attempt = row.attempt + 1
         row.status = status.value
         row.error_message = reason
         row.end_time = now
@@ -539,30 +610,17 @@ class ScheduledRunRepository(_Repository):
         """The execution left PENDING: its run (if any) must never fire again."""
         await self.session.execute(_MARK_STARTED, {"b_execution_id": execution_id})
 
-    async def renew(self, execution_id: str, owner: str, attempt: int, seconds: float) -> bool:
-        run = ScheduledRunV2
-        stmt = (
-            update(run)
-            .where(
-                run.execution_id == execution_id,
-                run.status == RUN_CLAIMED,
-                run.lease_owner == owner,
-                run.attempt == attempt,
-            )
-            .values(lease_expires_at=self.db_now_plus(seconds))
-            .returning(run.execution_id)
-            .execution_options(synchronize_session=False)
-        )
-        return (await self.session.execute(stmt)).first() is not None
-
     async def requeue_claimed(
         self,
         *,
         owner: str | None,
         expired_only: bool,
         execution_ids: Sequence[str] | None = None,
+        orphaned_after: float | None = None,
     ) -> int:
-        """Claimed runs whose execution never started go back to pending."""
+        """Claimed runs whose execution never started go back to pending (their job rows
+        lose their owner, fencing out the old claimer); with ``orphaned_after``, only
+        runs whose claimer is not a node with a heartbeat younger than that many seconds."""
         run, job = ScheduledRunV2, JobExecutionV2
         not_started = (
             select(job.execution_id)
@@ -576,6 +634,8 @@ class ScheduledRunRepository(_Repository):
             conditions.append(run.lease_expires_at < self.db_now())
         if execution_ids is not None:
             conditions.append(run.execution_id.in_(list(execution_ids)))
+        if orphaned_after is not None:
+            conditions.append(~self.live_node(run.lease_owner, orphaned_after))
         stmt = (
             update(run)
             .where(*conditions)
@@ -583,7 +643,15 @@ class ScheduledRunRepository(_Repository):
             .returning(run.execution_id)
             .execution_options(synchronize_session=False)
         )
-        return len((await self.session.execute(stmt)).all())
+        ids = [r[0] for r in (await self.session.execute(stmt)).all()]
+        if ids:
+            await self.session.execute(
+                update(job)
+                .where(job.execution_id.in_(ids))
+                .values(owner=None)
+                .execution_options(synchronize_session=False)
+            )
+        return len(ids)
 
     async def count_pending(self, limit: int | None = None) -> int:
         """Pending runs; with ``limit`` the count stops there (reads at most that many

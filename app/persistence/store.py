@@ -44,6 +44,7 @@ from app.domain.records import (
     storable_step,
 )
 from app.persistence.calendar_store import SqlCalendarStoreMixin
+from app.persistence.cluster import NodeRepository, SqlClusterMixin
 from app.persistence.convert import (
     dump_json,
     fit,
@@ -76,6 +77,10 @@ from app.persistence.repositories import (
 )
 from app.persistence.writer import GroupCommitWriter, QueuedRow
 
+#: Longest wait for queued history writes before a read or another write (reached only
+#: while the database is unreachable).
+BARRIER_WAIT_SECONDS = 5.0
+
 #: Triggers whose executions never have a scheduled run to mark started.
 _UNSCHEDULED_TRIGGERS = frozenset({"now", "queued"})
 
@@ -101,7 +106,9 @@ class SchemaMissingError(ExecutionEngineError):
         )
 
 
-class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin):
+class SqlExecutionStore(
+    SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin, SqlClusterMixin
+):
     """Durable record of executions, scheduled work and stored job definitions in a SQL
     database."""
 
@@ -128,6 +135,9 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         # their own, one thread hop per batch instead of one per statement through aiosqlite.
         self._sync_writer: Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
+        # Claim attempt of each execution this store's node took from a scheduled run: with
+        # the owner, the fence of its history writes (executions started here have 0).
+        self._fences: dict[str, tuple[str, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -189,7 +199,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
     async def _read(self) -> AsyncIterator[AsyncSession]:
         if self._readers is None:
             raise StoreNotOpenError()
-        await self._history.barrier()
+        await self._barrier()
         async with self._readers.begin() as session:
             yield session
 
@@ -197,9 +207,19 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
     async def _write(self) -> AsyncIterator[AsyncSession]:
         if self._writers is None:
             raise StoreNotOpenError()
-        await self._history.barrier()
+        await self._barrier()
         async with self._writers.begin() as session:
             yield session
+
+    async def _barrier(self) -> None:
+        """Wait for the history submitted so far, except while the database is unreachable
+        (the writer keeps those rows until it is back): then go on after a few seconds, and
+        the call itself meets the outage."""
+        try:
+            async with asyncio.timeout(BARRIER_WAIT_SECONDS):
+                await self._history.barrier()
+        except TimeoutError:
+            pass
 
     async def _write_history_rows(self, rows: Sequence[QueuedRow]) -> None:
         """One transaction of the group-commit writer."""
@@ -227,6 +247,11 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         if done is not None:
             await done
 
+    def _fence(self, execution_id: str) -> tuple[str, int]:
+        """(owner, claim attempt) that ``execution_id``'s writes must still match: the claim
+        this store made, or (this node, 0) for executions it created itself."""
+        return self._fences.get(execution_id) or (self.owner, 0)
+
     async def flush(self) -> None:
         """Wait until every history write submitted so far is in the database."""
         await self._history.barrier()
@@ -246,6 +271,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         With ``durable`` (the default) it is in the database when this returns; without, it
         is queued for the next group commit (later reads still see it)."""
         values = self._pending_values(execution_id, job, trigger, scheduled_for, requested_by)
+        values["owner"] = self.owner  # held by this node from the start
         await self._submit(("pending", execution_id), "pending", pending_params(values), durable)
 
     async def record_job(self, result: JobExecutionResult, *, durable: bool = True) -> None:
@@ -254,11 +280,15 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         any, is done and never fires again. ``durable`` as in ``record_pending``."""
         job = storable_job(result)
         eid = job.execution_id
-        params = job_params(job_values(job), self.owner)
+        owner, fence = self._fence(eid)
+        if job.status.is_terminal:
+            self._fences.pop(eid, None)
+        params = job_params(job_values(job), owner, fence)
         if job.status is not JobStatus.PENDING and (
             job.metadata.get("trigger") not in _UNSCHEDULED_TRIGGERS
         ):
-            await self._submit(("started", eid), "started", started_params(eid), False)
+            started = started_params(eid, owner, fence)
+            await self._submit(("started", eid), "started", started, False)
         # Notifications of a terminal state: queued just before the job row, so both are
         # written in one batch transaction (nothing awaits in between).
         for outbox in await self._finished_outbox(result):
@@ -272,7 +302,9 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         ``record_pending``."""
         values = step_values(storable_step(step, self.max_output_chars))
         key = ("step", execution_id, str(attempt), values["step_id"], str(values["run"]))
-        await self._submit(key, "step", step_params(execution_id, attempt, values), durable)
+        owner, fence = self._fence(execution_id)
+        params = step_params(execution_id, attempt, values, owner, fence)
+        await self._submit(key, "step", params, durable)
 
     async def get_execution(self, execution_id: str) -> JobExecutionResult | None:
         """The execution with its attempts and the steps of its latest attempt (in start
@@ -312,28 +344,11 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         """Persist a run waiting for its time and its PENDING history row, in one
         transaction. A second run fired by a recurring schedule for the same job and time
         raises ``DuplicateScheduledRunError`` and writes nothing."""
-        definition = dump_json(run.job.to_dict())
         schedule_key = run.fire_key
         try:
             async with self._write() as session:
-                values = self._pending_values(
-                    run.execution_id, run.job, run.trigger, run.scheduled_for, run.requested_by
-                )
-                values["attempt"] = run.attempt
-                await ExecutionRepository(session).insert_pending(values)
-                await ScheduledRunRepository(session).insert(
-                    {
-                        "execution_id": run.execution_id,
-                        "job_id": run.job.job_id,
-                        "job_definition_json": definition,
-                        "scheduled_for": run.scheduled_for,
-                        "schedule_key": schedule_key,
-                        "timezone": run.job.timezone,
-                        "trigger": run.trigger,
-                        "requested_by": fit_text(run.requested_by, 100),
-                        "attempt": run.attempt,
-                    }
-                )
+                await self._insert_run(session, run)
+                await NodeRepository(session).notify("runs")
         except IntegrityError:
             if schedule_key is not None:
                 async with self._read() as session:
@@ -351,6 +366,33 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         async with self._read() as session:
             return await ExecutionRepository(session).fires_with_runs(job_id, start, end)
 
+    async def _insert_run(self, session: AsyncSession, run: ScheduledRun) -> None:
+        """The PENDING history row and the waiting run of ``run``, in ``session``."""
+        values = self._pending_values(
+            run.execution_id,
+            run.job,
+            run.trigger,
+            run.scheduled_for,
+            run.requested_by,
+            run.metadata,
+        )
+        values["attempt"] = run.attempt
+        await ExecutionRepository(session).insert_pending(values)
+        await ScheduledRunRepository(session).insert(
+            {
+                "execution_id": run.execution_id,
+                "job_id": run.job.job_id,
+                "job_definition_json": dump_json(run.job.to_dict()),
+                "scheduled_for": run.scheduled_for,
+                "schedule_key": run.fire_key,
+                "timezone": run.job.timezone,
+                "trigger": run.trigger,
+                "requested_by": fit_text(run.requested_by, 100),
+                "attempt": run.attempt,
+                "metadata_json": dump_json(run.metadata) if run.metadata else None,
+            }
+        )
+
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         """Unclaimed runs with ``scheduled_for <= until``, earliest first."""
         async with self._read() as session:
@@ -364,6 +406,8 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
             claimed = await ScheduledRunRepository(session).claim(
                 owner, self.lease_seconds, execution_id=execution_id
             )
+        for row in claimed:
+            self._fences[row.execution_id] = (owner, row.attempt)
         return bool(claimed)
 
     async def claim_due_runs(
@@ -375,6 +419,8 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
             rows = await ScheduledRunRepository(session).claim(
                 owner or self.owner, self.lease_seconds, until=until, limit=limit
             )
+        for row in rows:
+            self._fences[row.execution_id] = (owner or self.owner, row.attempt)
         return [run_from_row(r) for r in rows]
 
     async def mark_run_dispatched(self, execution_id: str) -> None:
@@ -382,13 +428,29 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         other runs firing now). After a crash its PENDING execution is recorded
         interrupted (``find_running(include_queued=True)``), never run a second time."""
         key = ("started", execution_id)
-        await self._submit(key, "started", started_params(execution_id), True)
+        params = started_params(execution_id, *self._fence(execution_id))
+        await self._submit(key, "started", params, True)
 
-    async def cancel_scheduled_run(self, execution_id: str) -> bool:
-        """Cancel a pending run (history row CANCELLED, "cancelled before it started");
-        False when it is not pending."""
+    async def cancel_scheduled_run(
+        self,
+        execution_id: str,
+        *,
+        cancelled_by: str | None = None,
+        claimed_by: str | None = None,
+    ) -> bool:
+        """Cancel a pending run, or one ``claimed_by`` holds without having started it
+        (history row CANCELLED, "cancelled before it started", with ``cancelled_by`` in its
+        metadata when given); False otherwise."""
+        extra = {"cancelled_by": cancelled_by} if cancelled_by is not None else None
+        if claimed_by is not None:
+            self._fences.pop(execution_id, None)
         return await self._settle_run(
-            execution_id, RUN_CANCELLED, JobStatus.CANCELLED, CANCELLED_BEFORE_START
+            execution_id,
+            RUN_CANCELLED,
+            JobStatus.CANCELLED,
+            CANCELLED_BEFORE_START,
+            extra,
+            claimed_by=claimed_by,
         )
 
     async def mark_missed(
@@ -399,16 +461,30 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         return await self._settle_run(execution_id, RUN_DONE, status, reason)
 
     async def _settle_run(
-        self, execution_id: str, run_status: str, status: JobStatus, reason: str
+        self,
+        execution_id: str,
+        run_status: str,
+        status: JobStatus,
+        reason: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        claimed_by: str | None = None,
     ) -> bool:
         async with self._write() as session:
-            taken = await ScheduledRunRepository(session).set_status(
-                execution_id, run_status, from_statuses=(RUN_PENDING,)
-            )
+            runs = ScheduledRunRepository(session)
+            taken = await runs.set_status(execution_id, run_status, from_statuses=(RUN_PENDING,))
+            if not taken and claimed_by is not None:
+                taken = await runs.set_status(
+                    execution_id, run_status, from_statuses=(RUN_CLAIMED,), owner=claimed_by
+                )
             if taken:
                 settled = await ExecutionRepository(session).settle(
                     execution_id, status, reason, from_statuses=(JobStatus.PENDING.value,)
                 )
+                if settled is not None and metadata:
+                    settled.metadata_json = dump_json(
+                        {**load_json_object(settled.metadata_json), **metadata}
+                    )
                 if settled is not None and run_status == RUN_DONE:  # missed or skipped
                     await self._missed_outbox(session, settled, reason)
         return taken
@@ -423,26 +499,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         async with self._read() as session:
             return await ScheduledRunRepository(session).next_time()
 
-    # -- leases and recovery --------------------------------------------------------------
-    async def renew_lease(self, execution_id: str, owner: str, attempt: int) -> bool:
-        """Extend the lease of a claimed run; False if the claim is no longer ours."""
-        async with self._write() as session:
-            return await ScheduledRunRepository(session).renew(
-                execution_id, owner, attempt, self.lease_seconds
-            )
-
-    async def complete_scheduled_run(self, execution_id: str, owner: str, attempt: int) -> bool:
-        """Fenced completion: mark the run done only if ``owner`` still holds claim
-        ``attempt``."""
-        async with self._write() as session:
-            return await ScheduledRunRepository(session).set_status(
-                execution_id,
-                RUN_DONE,
-                from_statuses=(RUN_CLAIMED,),
-                owner=owner,
-                attempt=attempt,
-            )
-
+    # -- recovery -------------------------------------------------------------------------
     async def requeue_claimed_runs(
         self,
         *,
@@ -454,9 +511,14 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         pending again: those of ``owner`` if given, only with an expired lease unless
         ``expired_only`` is False, only ``execution_ids`` when given. Returns how many."""
         async with self._write() as session:
-            return await ScheduledRunRepository(session).requeue_claimed(
+            count = await ScheduledRunRepository(session).requeue_claimed(
                 owner=owner, expired_only=expired_only, execution_ids=execution_ids
             )
+            if count:
+                await NodeRepository(session).notify("runs")
+        for execution_id in execution_ids or ():
+            self._fences.pop(execution_id, None)
+        return count
 
     async def find_running(
         self, *, owner: str | None = None, include_queued: bool = False
@@ -517,6 +579,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
         trigger: str,
         scheduled_for: datetime | None,
         requested_by: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         pending = storable_job(
             JobExecutionResult(
@@ -525,7 +588,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin)
                 job_name=job.job_name,
                 status=JobStatus.PENDING,
                 timezone=job.timezone,
-                metadata=pending_metadata(trigger, scheduled_for, requested_by),
+                metadata=pending_metadata(trigger, scheduled_for, requested_by, extra),
             )
         )
         return {

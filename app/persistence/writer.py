@@ -19,6 +19,11 @@ transaction per batch:
   the store calls it before every read and every other write, so nothing it does ever sees
   the history older than what was submitted before.
 * ``close()`` writes what is queued and stops the task.
+* A database that cannot be reached (a restart, a failover, a dropped connection) is a
+  transient fault: the batch stays queued and is tried again with back-off until it is
+  written, so running executions go on and their records land once the database is back
+  (on ``close()``, for at most ``close_wait_seconds``; what is still unwritten then is left
+  to the recovery of the next node, which finds this node dead).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from app.sqlpool import is_transient
 
 log = logging.getLogger("app.persistence.writer")
 
@@ -40,16 +47,26 @@ class QueuedRow:
     kind: str
     params: dict[str, Any]
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    key: Hashable = None
 
 
 WriteRows = Callable[[Sequence[QueuedRow]], Awaitable[None]]
 
 
 class GroupCommitWriter:
-    def __init__(self, write_rows: WriteRows, *, linger_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        write_rows: WriteRows,
+        *,
+        linger_seconds: float = 0.05,
+        close_wait_seconds: float = 5.0,
+    ) -> None:
         """``write_rows`` writes the given rows in one transaction (all or nothing)."""
         self._write_rows = write_rows
         self._linger = linger_seconds
+        self._close_wait = close_wait_seconds
+        self._outage_started: float | None = None
+        self._outage_delay = 0.0
         self._urgent: asyncio.Event | None = None
         self._queued: dict[Hashable, QueuedRow] = {}
         self._queued_barriers: list[asyncio.Future[None]] = []
@@ -69,7 +86,7 @@ class GroupCommitWriter:
             raise RuntimeError("the history writer is closed")
         row = self._queued.get(key)
         if row is None:
-            row = QueuedRow(kind, params)
+            row = QueuedRow(kind, params, key=key)
             self._queued[key] = row
         else:
             created_at = row.params.get("created_at")
@@ -145,21 +162,70 @@ class GroupCommitWriter:
             barriers = self._queued_barriers
             self._queued, self._queued_barriers = {}, []
             self._inflight_barriers = barriers
+            written = False
             try:
-                await self._write(rows)
+                written = await self._write(rows)
             finally:
                 self._inflight_barriers = None
-                for future in barriers:
-                    if not future.done():
-                        future.set_result(None)
+                if written:
+                    for future in barriers:
+                        if not future.done():
+                            future.set_result(None)
+                else:  # the database is unreachable: keep everything for the next try
+                    self._requeue(rows, barriers)
+            if not written:
+                await self._back_off()
 
-    async def _write(self, rows: list[QueuedRow]) -> None:
+    def _requeue(self, rows: list[QueuedRow], barriers: list[asyncio.Future[None]]) -> None:
+        """Put a batch that could not be written back in front of what came since (a newer
+        state of the same row wins, keeping the waiters of both)."""
+        newer = self._queued
+        self._queued = {}
+        for row in rows:
+            self._queued[self._key_of(row)] = row
+        for key, row in newer.items():
+            older = self._queued.get(key)
+            if older is not None:
+                row.waiters[:0] = older.waiters
+            self._queued[key] = row
+        self._queued_barriers = barriers + self._queued_barriers
+
+    def _key_of(self, row: QueuedRow) -> Hashable:
+        return row.key
+
+    async def _back_off(self) -> None:
+        """Wait before trying an unreachable database again (doubling up to 5 s)."""
+        assert self._urgent is not None
+        self._outage_delay = min(max(self._outage_delay * 2, 0.1), 5.0)
+        try:
+            async with asyncio.timeout(self._outage_delay):
+                while True:  # only close() may cut the wait short
+                    await self._urgent.wait()
+                    self._urgent.clear()
+                    if self._closing:
+                        return
+        except TimeoutError:
+            pass
+
+    async def _write(self, rows: list[QueuedRow]) -> bool:
+        """Write ``rows``; False (nothing settled) when the database is unreachable and the
+        rows should be kept for later."""
         try:
             await self._write_rows(rows)
         except Exception as exc:
+            if is_transient(exc) and not self._give_up():
+                if self._outage_started is None:
+                    self._outage_started = asyncio.get_running_loop().time()
+                    log.warning(
+                        "the database is unreachable (%s): keeping %d history rows until it "
+                        "is back",
+                        describe(exc),
+                        len(rows),
+                    )
+                return False
             if len(rows) == 1:
                 _settle(rows, exc)
-                return
+                return True
             log.warning(
                 "writing a batch of %d history rows failed (%s); retrying them one by one",
                 len(rows),
@@ -172,10 +238,22 @@ class GroupCommitWriter:
                     _settle([row], row_exc)
                 else:
                     _settle([row], None)
-            return
+            return True
+        if self._outage_started is not None:
+            log.warning("the database is back: the history rows kept meanwhile are written")
+            self._outage_started = None
+            self._outage_delay = 0.0
         self.batches += 1
         self.rows_written += len(rows)
         _settle(rows, None)
+        return True
+
+    def _give_up(self) -> bool:
+        """On close, an unreachable database is waited for at most ``close_wait_seconds``."""
+        if not self._closing or self._outage_started is None:
+            return False
+        waited = asyncio.get_running_loop().time() - self._outage_started
+        return waited > self._close_wait
 
 
 def describe(error: Exception) -> str:

@@ -41,7 +41,7 @@ async def _truncate(url: str) -> None:
             await conn.execute(
                 text(
                     "TRUNCATE jobs_v2, scheduled_runs_v2, step_executions_v2, job_executions_v2, "
-                    "notification_outbox_v2"
+                    "notification_outbox_v2, scheduler_nodes"
                 )
             )
     finally:

@@ -388,12 +388,14 @@ async def test_scheduled_runs_add_due_claim_cancel_count_next(store: Any) -> Non
     assert await store.next_scheduled_time() == T0 + timedelta(minutes=20)
 
 
-async def test_a_run_that_started_elsewhere_is_no_longer_due(store: Any) -> None:
+async def test_a_run_that_started_is_never_due_again(store: Any) -> None:
     await store.add_scheduled_run(ScheduledRun("r1", job_def(), T0))
+    assert await store.claim_scheduled_run("r1", "owner-a") is True
     await store.record_job(result_of("r1", JobStatus.RUNNING, start_time=T0))
+    assert await store.requeue_claimed_runs(expired_only=False) == 0  # it started
     assert await store.due_scheduled_runs(T0, 10) == []
     assert await store.count_scheduled_runs() == 0
-    assert await store.claim_scheduled_run("r1", "owner-a") is False
+    assert await store.claim_scheduled_run("r1", "owner-b") is False
 
 
 async def test_a_recurring_fire_is_stored_once(store: Any) -> None:
@@ -533,18 +535,38 @@ async def test_claim_fencing_lease_and_requeue(sql_store: SqlExecutionStore) -> 
     await store.add_scheduled_run(ScheduledRun("run-1", job_def(), T0))
     (claimed,) = await store.claim_due_runs(T0, 10, "replica-1")
     assert (claimed.execution_id, claimed.attempt) == ("run-1", 1)
-    assert await store.renew_lease("run-1", "replica-1", 1) is True
-    assert await store.renew_lease("run-1", "replica-2", 1) is False
 
     # The claimer died before starting it: its run goes back to pending, attempt 2 next.
     assert await store.requeue_claimed_runs(expired_only=True) == 0  # lease still valid
     assert await store.requeue_claimed_runs(owner="replica-1", expired_only=False) == 1
     (again,) = await store.claim_due_runs(T0, 10, "replica-2")
     assert again.attempt == 2
-    # A completion with the stale claim is fenced off; the current one goes through.
-    assert await store.complete_scheduled_run("run-1", "replica-1", 1) is False
-    assert await store.complete_scheduled_run("run-1", "replica-2", 2) is True
-    assert await store.complete_scheduled_run("run-1", "replica-2", 2) is False
+
+
+async def test_history_writes_of_a_lost_claim_are_discarded(sql_store: SqlExecutionStore) -> None:
+    """A node that lost its claim (paused past its lease, then resumed) cannot overwrite the
+    record of the node that took the run over: its job and step writes are fenced off."""
+    url = sql_store.url
+    stale = SqlExecutionStore(url, owner="stale-node")
+    fresh = SqlExecutionStore(url, owner="fresh-node")
+    async with stale, fresh:
+        await stale.add_scheduled_run(ScheduledRun("run-f", job_def(), T0))
+        assert [r.attempt for r in await stale.claim_due_runs(T0, 10)] == [1]
+        await stale.record_job(result_of("run-f", JobStatus.RUNNING, start_time=T0))
+        await stale.record_step("run-f", step_of("extract", StepStatus.RUNNING), 0)
+        # The stale node's lease ran out: the run is taken over and settled by another node.
+        (orphan,) = await fresh.find_orphaned(30)
+        assert (orphan.owner, orphan.attempt) == ("stale-node", 1)
+        assert await fresh.take_over(orphan, "interrupted on node stale-node") is True
+        assert await fresh.take_over(orphan, "a second settlement") is False  # one wins
+        # The stale node wakes up and goes on writing: nothing of it lands.
+        await stale.record_step("run-f", step_of("extract", StepStatus.SUCCESS), 0)
+        await stale.record_step("run-f", step_of("load", StepStatus.SUCCESS), 0)
+        await stale.record_job(result_of("run-f", JobStatus.SUCCESS, end_time=T0))
+        stored = await fresh.get_execution("run-f")
+        assert stored is not None and stored.status is JobStatus.FAILED
+        assert stored.error_message == "interrupted on node stale-node"
+        assert [(s.step_id, s.status) for s in stored.steps] == [("extract", StepStatus.FAILED)]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # leases on the database clock
