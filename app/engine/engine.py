@@ -301,6 +301,8 @@ class NewExecutionEngine:
         now = self._clock()
         lease_ok = self._node is None or self._node.lease_valid
         problem = self._failure
+        if problem is None and self._state != "running":
+            problem = f"the engine is {self._state}"
         if problem is None and not store_ok:
             problem = "database unreachable"
         if problem is None and not lease_ok:
