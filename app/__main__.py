@@ -9,6 +9,7 @@ set V2_API_KEYS.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -52,13 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(settings)
     except (InsecureBindError, ConfigurationError) as exc:
         return _refuse([str(exc)])
-    uvicorn.run(
+    # Listen before the app starts: a process whose port is taken exits here, before its
+    # engine has registered or touched anything in the database.
+    try:
+        listener = _listen(settings.host, settings.port)
+    except OSError as exc:
+        return _refuse([f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"])
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's lines go through configure_logging's handler too
     )
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -67,6 +75,21 @@ def _refuse(problems: list[str]) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 2
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
 
 
 if __name__ == "__main__":

@@ -385,13 +385,23 @@ class EngineHealthRead(BaseModel):
     queue_max_concurrent: int
     step_caching: bool
     timezones: list[str]
+    node_id: str | None = Field(None, description="This node's id (see `/api/v2/cluster`).")
+    node: dict[str, Any] | None = Field(
+        None, description="This node's lease: last heartbeat age, whether it is valid."
+    )
 
 
 class EngineStatusRead(BaseModel):
     """Engine health, every timezone queue and the executions running now."""
 
     engine: EngineHealthRead
-    queues: dict[str, QueueStatusRead]
+    queues: dict[str, QueueStatusRead] = Field(
+        description="This node's timezone queues (their limits hold per node)."
+    )
+    cluster_waiting_by_timezone: dict[str, int] = Field(
+        default_factory=dict,
+        description="Runs due and not yet started per timezone on every node of the cluster.",
+    )
     active_executions: list[ExecutionRead]
     overdue_jobs: list[OverdueJobRead] = Field(
         default_factory=list,
@@ -447,4 +457,43 @@ class Problem(BaseModel):
     instance: str | None = Field(None, description="The request path.")
     errors: list[ProblemFieldError] = Field(
         default_factory=list, description="Field errors (validation problems)."
+    )
+
+
+class NodeRead(BaseModel):
+    """One engine node of the cluster."""
+
+    node_id: str = Field(
+        description="host:pid:random; the same id on claims, history rows (`owner`) and log lines."
+    )
+    host: str
+    pid: int
+    version: str
+    state: str = Field(
+        description="`running`, `stopping` or `dead` (no heartbeat within "
+        "`V2_NODE_TIMEOUT_SECONDS`)."
+    )
+    alive: bool
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = Field(None, description="Last heartbeat (database clock).")
+    running: list[str] = Field(description="Ids of the executions it runs now.")
+
+
+class WorkerLimitsRead(BaseModel):
+    max_workers: int
+    queue_max_concurrent: int
+
+
+class ClusterRead(BaseModel):
+    """The nodes sharing one database and the cluster-wide queue depths."""
+
+    node_id: str = Field(description="The node that answered.")
+    nodes: list[NodeRead]
+    cluster_waiting: int = Field(description="Runs due and not yet started, on every node.")
+    cluster_waiting_by_timezone: dict[str, int]
+    per_node: WorkerLimitsRead = Field(
+        description="`V2_MAX_WORKERS` and `V2_QUEUE_MAX_CONCURRENT` hold per node."
+    )
+    cluster_totals: WorkerLimitsRead = Field(
+        description="The per-node limits times the live nodes (nodes of one configuration)."
     )

@@ -40,6 +40,7 @@ from app.api.notifications_schemas import OverdueJobRead
 from app.api.observability import notification_policy, schedule_health
 from app.api.responses import StatusUrl, default_status_url, execution_read
 from app.api.schemas import (
+    ClusterRead,
     EngineHealthRead,
     EngineStatusRead,
     ExecutionAcceptedRead,
@@ -50,6 +51,7 @@ from app.api.schemas import (
     ScheduleRead,
     StepTypeListRead,
     StepTypeRead,
+    WorkerLimitsRead,
 )
 from app.api.stored_jobs import StoredJobService
 from app.api.sync_bridge import SyncBridge
@@ -257,17 +259,36 @@ class ModernJobAPI:
     async def status(self) -> EngineStatusRead:
         """Engine health, every timezone queue and the running executions."""
         health = await self.engine.health_check()
+        cluster = await self.engine.cluster_status()
         return EngineStatusRead(
             engine=EngineHealthRead.model_validate(health),
             queues={
                 tz: QueueStatusRead.model_validate(queue)
                 for tz, queue in self.engine.get_queue_status().items()
             },
+            cluster_waiting_by_timezone=cluster["cluster_waiting_by_timezone"],
             active_executions=[execution_read(e) for e in self.engine.get_active_executions()],
             overdue_jobs=[
                 OverdueJobRead.model_validate(o, from_attributes=True)
                 for o in (await self.health.overdue() if self.health is not None else [])
             ],
+        )
+
+    async def cluster(self) -> ClusterRead:
+        """The nodes sharing the database, and the cluster-wide queue depths."""
+        status = await self.engine.cluster_status()
+        engine = self.engine
+        per_node = WorkerLimitsRead(
+            max_workers=engine.max_workers, queue_max_concurrent=engine.queue_max_concurrent
+        )
+        live = max(1, sum(1 for n in status["nodes"] if n["alive"]))
+        return ClusterRead(
+            **status,
+            per_node=per_node,
+            cluster_totals=WorkerLimitsRead(
+                max_workers=per_node.max_workers * live,
+                queue_max_concurrent=per_node.queue_max_concurrent * live,
+            ),
         )
 
     def step_types(self) -> StepTypeListRead:
@@ -288,11 +309,9 @@ class ModernJobAPI:
     async def readiness(self) -> ReadinessRead:
         """Ready when the engine runs and its store answers; ``NotReadyError`` otherwise."""
         health = await self.engine.health_check()
-        if not self.engine.is_running:
+        if not health["healthy"]:
             reason = health.get("failure") or f"the engine is {health.get('status')}"
             raise NotReadyError(f"not ready: {reason}")
-        if not health.get("store_reachable"):
-            raise NotReadyError("not ready: the execution store is unreachable")
         warnings = [] if self.parser.pwsh_available else [self.parser.pwsh_missing()]
         return ReadinessRead(engine_running=True, store_reachable=True, warnings=warnings)
 

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api.calendar_routes import calendars_router
+from app.api.cluster_routes import cluster_router
 from app.api.deps import load_api_keys, load_settings
 from app.api.errors import install_problem_handling
 from app.api.events_routes import events_router
@@ -28,6 +29,7 @@ log = logging.getLogger("app.api")
 def include_routes(app: FastAPI) -> None:
     """Mount every route of the service on ``app``; each declares its own key scope."""
     app.include_router(v2_router)
+    app.include_router(cluster_router)
     app.include_router(events_router)
     app.include_router(jobs_router)
     app.include_router(calendars_router)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.domain.cluster import NodeInfo
 from app.domain.enums import JobStatus
 from app.domain.errors import (
     EngineNotRunningError,
@@ -151,6 +154,7 @@ class NewExecutionEngine:
                 poll_interval_seconds=poll_interval_seconds,
                 clock=clock,
             )
+        self._version = version
         self._node: ClusterNode | None = None
         self._recovery: Recovery | None = None
         if isinstance(self.store, ClusterStore):
@@ -578,8 +582,19 @@ class NewExecutionEngine:
             timeout = self._node.node_timeout_seconds
             nodes = [n.to_dict() for n in await self.store.list_nodes(timeout)]
             waiting = await self.store.waiting_by_timezone(self._clock())
-        else:
+        else:  # one process: the cluster is this node
             waiting = {tz: q.get_queue_depth() for tz, q in self._queues.items()}
+            me = NodeInfo(
+                node_id=self.owner,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=self._version,
+                state=self._state,
+                started_at=self._started_at,
+                heartbeat_at=self._clock(),
+                running=list(self._running),
+            )
+            nodes = [me.to_dict()]
         return {
             "node_id": self.owner,
             "nodes": nodes,
@@ -607,6 +622,7 @@ class NewExecutionEngine:
         scheduled_for: datetime | None = None,
         requested_by: str | None = None,
         durable: bool = True,
+        metadata: dict[str, Any] | None = None,
     ) -> Execution:
         fresh = execution_id is None
         execution_id = execution_id or uuid.uuid4().hex
@@ -616,7 +632,7 @@ class NewExecutionEngine:
             job_name=job.job_name,
             status=JobStatus.PENDING,
             timezone=job.timezone,
-            metadata={"trigger": trigger},
+            metadata={**(metadata or {}), "trigger": trigger},
         )
         if scheduled_for is not None:
             result.metadata["scheduled_for"] = scheduled_for.isoformat()
@@ -708,6 +724,7 @@ class NewExecutionEngine:
             execution_id=run.execution_id,
             scheduled_for=run.scheduled_for,
             requested_by=run.requested_by,
+            metadata=run.metadata,
         )
         if run.trigger == TRIGGER_SCHEDULE:
             # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
