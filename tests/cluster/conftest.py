@@ -70,7 +70,7 @@ class Cluster:
         workdir = self.root / f"node{len(self.nodes)}"
         workdir.mkdir()
         server = self._stack.enter_context(
-            live_server(workdir, V2_DATABASE_URL=self.url, **{**CLUSTER_ENV, **env})
+            live_server(workdir, **{"V2_DATABASE_URL": self.url, **CLUSTER_ENV, **env})
         )
         self.nodes.append(server)
         return server
