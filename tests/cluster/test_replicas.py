@@ -5,6 +5,7 @@ that must not start (port taken, SQLite file in use)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -123,9 +124,7 @@ def test_a_killed_node_s_running_job_is_interrupted_and_retried_on_another(
         assert [n["node_id"] for n in nodes] == [node_id_of(second)]
 
 
-def test_cancel_through_a_node_that_does_not_own_the_run(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def test_cancel_through_a_node_that_does_not_own_the_run(cluster: Cluster, tmp_path: Path) -> None:
     owner, other = cluster.start(), cluster.start()
     mark = tmp_path / "mark"
     with reaping(mark):
@@ -186,10 +185,13 @@ def test_a_paused_node_s_late_writes_are_refused(cluster: Cluster, tmp_path: Pat
         assert after["status"] == "failed"
         assert after["error_message"] == record["error_message"]
         assert [s["status"] for s in after["steps"]] == ["failed"]
-        assert query(
-            cluster.url,
-            "SELECT count(*) AS n FROM job_executions_v2 WHERE job_id = 'stale'",
-        )[0]["n"] == 2  # the original and its one retry, nothing else
+        assert (
+            query(
+                cluster.url,
+                "SELECT count(*) AS n FROM job_executions_v2 WHERE job_id = 'stale'",
+            )[0]["n"]
+            == 2
+        )  # the original and its one retry, nothing else
 
 
 def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None:
@@ -234,7 +236,7 @@ def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None
     for row in rows:
         by_job.setdefault(row["job_id"], []).append(row["scheduled_for"])
     for job_id, fires in by_job.items():
-        gaps = {(b - a).total_seconds() for a, b in zip(fires, fires[1:], strict=False)}
+        gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
         assert gaps == {1.0}, f"{job_id} missed a fire: gaps {sorted(gaps)}"
     ran_on = query(
         cluster.url,
