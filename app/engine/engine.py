@@ -156,16 +156,15 @@ class NewExecutionEngine:
             )
         self._version = version
         self._node: ClusterNode | None = None
-        self._recovery: Recovery | None = None
+        self._recovery = Recovery(
+            self.store,
+            node_id=self.owner,
+            node_timeout_seconds=node_timeout_seconds,
+            misfire_grace=self.misfire_grace,
+            clock=clock,
+            on_missed=self._missed_at_recovery,
+        )
         if isinstance(self.store, ClusterStore):
-            self._recovery = Recovery(
-                self.store,
-                node_id=self.owner,
-                node_timeout_seconds=node_timeout_seconds,
-                misfire_grace=self.misfire_grace,
-                clock=clock,
-                on_missed=self._missed_at_recovery,
-            )
             self._node = ClusterNode(
                 self.store,
                 self.owner,
@@ -215,7 +214,7 @@ class NewExecutionEngine:
         try:
             if self._node is not None:
                 await self._node.register()  # refused on a SQLite file another process has
-            if self._recover_on_start and self._recovery is not None:
+            if self._recover_on_start:
                 self.recovery_report = await self._recovery.run_once()
         except BaseException:
             await self.store.close()
@@ -308,7 +307,7 @@ class NewExecutionEngine:
         if problem is None and self._state != "running":
             problem = f"the engine is {self._state}"
         if problem is None and not store_ok:
-            problem = "database unreachable"
+            problem = "database unreachable: the execution store is unreachable"
         if problem is None and not lease_ok:
             problem = "database unreachable: this node cannot renew its lease"
         return {
@@ -893,7 +892,7 @@ class NewExecutionEngine:
         )
 
     async def _recover_periodically(self) -> None:
-        if self._recovery is not None and self._state == "running":
+        if self._state == "running":
             report = await self._recovery.run_once()
             if report["requeued"] or report["retried"]:
                 self._scheduler.notify()

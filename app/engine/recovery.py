@@ -23,31 +23,19 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from app.domain.cluster import OrphanedExecution
 from app.domain.enums import JobStatus, StepStatus
-from app.domain.models import JobDefinition
 from app.domain.records import TRIGGER_SCHEDULED, ScheduledRun
-from app.engine.ports import ClusterStore
+from app.engine.ports import ClusterStore, ExecutionStore
 
 log = logging.getLogger("app.engine.recovery")
-
-
-class RecoveryStore(ClusterStore, Protocol):
-    async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]: ...
-
-    async def mark_missed(
-        self, execution_id: str, reason: str, status: JobStatus = JobStatus.FAILED
-    ) -> bool: ...
-
-    async def get_job_definition(self, execution_id: str) -> JobDefinition | None: ...
 
 
 class Recovery:
     def __init__(
         self,
-        store: RecoveryStore,
+        store: ExecutionStore,
         *,
         node_id: str,
         node_timeout_seconds: float,
@@ -64,33 +52,61 @@ class Recovery:
 
     async def run_once(self) -> dict[str, int]:
         """One pass; how much it settled."""
-        store = self._store
         report = {"dead_nodes": 0, "requeued": 0, "interrupted": 0, "retried": 0, "missed": 0}
+        if isinstance(self._store, ClusterStore):
+            await self._settle_dead_nodes(self._store, report)
+        else:
+            await self._settle_previous_engine(self._store, report)
+        report["missed"] = await self._record_misfires()
+        if any(report.values()):
+            log.warning("recovered the work of dead nodes: %s", report)
+        return report
+
+    async def _settle_previous_engine(self, store: ExecutionStore, report: dict[str, int]) -> None:
+        """A store of one process (in memory): everything unfinished in it was left by an
+        engine that stopped or died before this one started."""
+        report["requeued"] = await store.requeue_claimed_runs(expired_only=False)
+        for left in await store.find_running(include_queued=True):
+            outcome = await self._settle(OrphanedExecution(left, None, 0), store)
+            if outcome is not None:
+                report[outcome] += 1
+
+    async def _settle_dead_nodes(self, store: ClusterStore, report: dict[str, int]) -> None:
         dead = await store.remove_dead_nodes(self._timeout, keep=self._node_id)
         report["dead_nodes"] = len(dead)
         report["requeued"] = await store.requeue_orphaned_claims(self._timeout)
         for orphan in await store.find_orphaned(self._timeout):
             if orphan.owner == self._node_id:
                 continue  # this node is alive: what it holds is its own to finish
-            outcome = await self._settle(orphan)
+            outcome = await self._settle(orphan, store)
             if outcome is not None:
                 report[outcome] += 1
-        report["missed"] = await self._record_misfires()
-        if any(report.values()):
-            log.warning("recovered the work of dead nodes %s: %s", dead or "(none listed)", report)
-        return report
+        if dead:
+            log.warning("nodes %s are dead (no heartbeat for %.0fs)", dead, self._timeout)
 
-    async def _settle(self, orphan: OrphanedExecution) -> str | None:
+    async def _settle(
+        self, orphan: OrphanedExecution, store: ClusterStore | ExecutionStore
+    ) -> str | None:
         left = orphan.result
         node = orphan.owner or "unknown"
         started = left.status is not JobStatus.PENDING
         job = await self._store.get_job_definition(left.execution_id)
+
+        async def take_over(reason: str, retry: ScheduledRun | None = None) -> bool:
+            if isinstance(store, ClusterStore):
+                return await store.take_over(orphan, reason, retry=retry)
+            if not await store.mark_interrupted(left.execution_id, reason):
+                return False
+            if retry is not None:
+                await store.add_scheduled_run(retry)
+            return True
+
         if not started:
             reason = f"interrupted on node {node}: the node stopped before it started"
-            return "interrupted" if await self._store.take_over(orphan, reason) else None
+            return "interrupted" if await take_over(reason) else None
         reason = f"interrupted on node {node}: the node stopped while it was running"
         if job is None or left.retry_count >= job.max_retries:
-            return "interrupted" if await self._store.take_over(orphan, reason) else None
+            return "interrupted" if await take_over(reason) else None
         in_flight = [
             s.step_id for s in left.steps if s.status in (StepStatus.RUNNING, StepStatus.PENDING)
         ]
@@ -107,7 +123,7 @@ class Recovery:
             metadata=metadata,
         )
         reason = f"{reason}; retried as {retry.execution_id}"
-        if not await self._store.take_over(orphan, reason, retry=retry):
+        if not await take_over(reason, retry):
             return None
         log.warning(
             "execution %s of job %s was running on dead node %s: retried as %s%s",

@@ -55,10 +55,14 @@ UNFINISHED = tuple(s.value for s in JobStatus if not s.is_terminal)
 class NodeRepository(_Repository):
     """Rows of ``scheduler_nodes``."""
 
-    async def register(self, node: NodeInfo) -> None:
-        await self.session.execute(
-            delete(SchedulerNodeV2).where(SchedulerNodeV2.node_id == node.node_id)
-        )
+    async def register(self, node: NodeInfo, *, only_process: bool) -> None:
+        """Add ``node``; with ``only_process`` (SQLite, whose file this process holds) the
+        rows of other processes go too: they cannot be running."""
+        nodes = SchedulerNodeV2
+        gone = nodes.node_id == node.node_id
+        if only_process:
+            gone = or_(gone, nodes.host != node.host[:255], nodes.pid != node.pid)
+        await self.session.execute(delete(nodes).where(gone))
         now = self.db_now()
         await self.session.execute(
             insert(SchedulerNodeV2).values(
@@ -177,10 +181,12 @@ class SqlClusterMixin:
     # -- nodes -------------------------------------------------------------------------------
     async def register_node(self, node: NodeInfo) -> None:
         """Add (or re-add) ``node`` with a fresh heartbeat. On SQLite, first make this the
-        only process serving the file (``SingleNodeError`` otherwise)."""
+        only process serving the file (``SingleNodeError`` otherwise); nodes of processes
+        that served it before are dead then, and their work is recovered at once."""
         hold_sqlite_file(self.url)
         async with self._write() as session:
-            await NodeRepository(session).register(node)
+            repo = NodeRepository(session)
+            await repo.register(node, only_process=not repo.on_postgresql)
 
     async def heartbeat(self, node_id: str) -> bool:
         """Renew the lease of everything ``node_id`` holds (one statement); False when the

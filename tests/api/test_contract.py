@@ -21,6 +21,7 @@ OPERATION_IDS = {
     ("post", "/api/v2/jobs/execute"): "execute_job",
     ("post", "/api/v2/jobs/schedule"): "schedule_job",
     ("get", "/api/v2/execution/status"): "get_engine_status",
+    ("get", "/api/v2/cluster"): "get_cluster",
     ("get", "/api/v2/steps/types"): "list_step_types",
     ("get", "/api/v2/executions/{execution_id}"): "get_execution",
     ("post", "/api/v2/executions/{execution_id}/cancel"): "cancel_execution",
