@@ -164,8 +164,10 @@ def main() -> int:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     asyncio.run(upgrade_to_head(url))
     asyncio.run(
-        fetch(dsn, "CREATE TABLE soak_ledger (execution_id text, step text, at timestamptz "
-              "DEFAULT now())")
+        fetch(
+            dsn,
+            "CREATE TABLE soak_ledger (execution_id text, step text, at timestamptz DEFAULT now())",
+        )
     )
     workdir = ROOT / "data" / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -228,8 +230,11 @@ def main() -> int:
     settle_deadline = time.monotonic() + 120
     while time.monotonic() < settle_deadline:
         rows = asyncio.run(
-            fetch(dsn, "SELECT count(*) AS n FROM job_executions_v2 WHERE status IN "
-                  "('pending', 'running', 'retrying')")
+            fetch(
+                dsn,
+                "SELECT count(*) AS n FROM job_executions_v2 WHERE status IN "
+                "('pending', 'running', 'retrying')",
+            )
         )
         if rows[0]["n"] == 0:
             break
@@ -266,8 +271,9 @@ def build_report(
             key = (r["job_id"], r["scheduled_for"])
             fires[key] = fires.get(key, 0) + 1
     duplicate_fires = sum(1 for n in fires.values() if n > 1)
-    stuck = [r["execution_id"] for r in executions if r["status"] in ("pending", "running",
-                                                                      "retrying")]
+    stuck = [
+        r["execution_id"] for r in executions if r["status"] in ("pending", "running", "retrying")
+    ]
     lost = [eid for eid in soak.acknowledged if eid not in by_id]
 
     def root(execution_id: str) -> str:
@@ -280,9 +286,7 @@ def build_report(
     ledger = asyncio.run(fetch(dsn, "SELECT execution_id, step FROM soak_ledger"))
     writes: dict[tuple[str, str], list[str]] = {}
     for row in ledger:
-        writes.setdefault((root(row["execution_id"]), row["step"]), []).append(
-            row["execution_id"]
-        )
+        writes.setdefault((root(row["execution_id"]), row["step"]), []).append(row["execution_id"])
     flagged = unflagged = 0
     for (_, step), writers in writes.items():
         for writer in writers[1:]:
@@ -313,8 +317,9 @@ def build_report(
         "stuck_executions": len(stuck),
         "doubled_side_effects_flagged": flagged,
         "doubled_side_effects_unflagged": unflagged,
-        "interrupted": sum(1 for r in executions if "interrupted on node" in
-                           (r["error_message"] or "")),
+        "interrupted": sum(
+            1 for r in executions if "interrupted on node" in (r["error_message"] or "")
+        ),
         "failover_seconds_p50": round(statistics.median(failovers), 2) if failovers else None,
         "failover_seconds_max": round(max(failovers), 2) if failovers else None,
         "status_counts": {
