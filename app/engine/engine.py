@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain.cluster import NodeInfo
-from app.domain.enums import JobStatus
+from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import (
     EngineNotRunningError,
     ExecutionEngineError,
@@ -21,7 +21,7 @@ from app.domain.errors import (
 )
 from app.domain.job_schedule import SCHEDULE_NAME_KEY
 from app.domain.jobs import job_policies
-from app.domain.models import JobDefinition, JobExecutionResult
+from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.timeutil import utc_now
 from app.engine import env_defaults as env
 from app.engine.env_defaults import EnvFloat, EnvInt
@@ -725,6 +725,9 @@ class NewExecutionEngine:
             requested_by=run.requested_by,
             metadata=run.metadata,
         )
+        retry_of = run.metadata.get("retry_of")
+        if isinstance(retry_of, str):
+            execution.resume = await self._finished_steps(retry_of)
         if run.trigger == TRIGGER_SCHEDULE:
             # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
             misfire, overlap = job_policies(run.job)
@@ -750,6 +753,16 @@ class NewExecutionEngine:
             await self.finish_unstarted(execution, "cancelled before it started")
             return
         self._queue_for(run.job.timezone).enqueue(execution)
+
+    async def _finished_steps(self, execution_id: str) -> dict[str, StepExecutionResult]:
+        """Steps that succeeded in ``execution_id`` (an execution interrupted on a dead node,
+        which this one retries): they are not run a second time."""
+        if not self.enable_step_caching:
+            return {}
+        previous = await self.store.get_execution(execution_id)
+        if previous is None:
+            return {}
+        return {s.step_id: s for s in previous.steps if s.status is StepStatus.SUCCESS}
 
     async def _hold_lease(self) -> bool:
         """Before starting claimed work: wait while the lease cannot be renewed (database

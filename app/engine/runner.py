@@ -44,6 +44,7 @@ from app.engine.ports import ExecutionStore
 from app.steps.base import ExecutionStep
 from app.steps.context import ExecutionContext
 from app.steps.factory import StepFactory
+from app.steps.outputs import restore_output
 
 log = logging.getLogger("app.engine.runner")
 
@@ -71,6 +72,9 @@ class Execution:
     #: A manual run's choices: the step to start at, and the logical date of its tokens.
     start_step_id: str | None = None
     logical_date: str | None = None
+    #: A recovery retry: the steps the interrupted execution finished, reused (not run
+    #: again) the first time they are reached, as a job-level retry reuses them.
+    resume: dict[str, StepExecutionResult] = field(default_factory=dict, repr=False)
 
     def release_slots(self) -> None:
         """Give back the concurrency slots this execution holds: its work is over and only
@@ -158,7 +162,9 @@ class JobRunner:
         job, result, ctx = execution.job, execution.result, execution.context
         result.start_time = self.clock()
         self._bind_run_tokens(execution)
-        cached: dict[str, StepExecutionResult] = {}
+        cached: dict[str, StepExecutionResult] = dict(execution.resume)
+        for step_id, done in execution.resume.items():  # a recovery retry: resume after them
+            ctx.set_step_output(step_id, restore_output(done))
         try:
             for attempt in range(job.max_retries + 1):
                 ctx.attempt = attempt

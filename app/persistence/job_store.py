@@ -32,6 +32,7 @@ from app.domain.jobs import (
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.records import check_limit
 from app.domain.timeutil import utc_now
+from app.persistence.cluster import NodeRepository
 from app.persistence.convert import (
     definition_json,
     job_columns,
@@ -70,6 +71,7 @@ class SqlJobStoreMixin:
         try:
             async with self._write() as session:
                 row = await JobRepository(session).insert(values)
+                await NodeRepository(session).notify("jobs")  # wake the other nodes
                 return stored_job_from_row(row)
         except IntegrityError:
             async with self._read() as session:
@@ -124,6 +126,7 @@ class SqlJobStoreMixin:
             row = await repo.set_definition_json(
                 job.job_id, definition_json(job, created_at=created_at, updated_at=now)
             )
+            await NodeRepository(session).notify("jobs")
             return stored_job_from_row(row)
 
     async def delete_job(self, job_id: str, *, expected_version: int | None = None) -> bool:
@@ -132,6 +135,7 @@ class SqlJobStoreMixin:
         async with self._write() as session:
             repo = JobRepository(session)
             if await repo.delete(job_id, expected_version):
+                await NodeRepository(session).notify("jobs")
                 return True
             if expected_version is None:
                 return False

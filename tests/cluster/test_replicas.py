@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.cluster.conftest import (
     NODE_TIMEOUT,
@@ -92,9 +93,19 @@ def test_a_killed_node_s_running_job_is_interrupted_and_retried_on_another(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     first, second = cluster.start(), cluster.start()
-    mark = tmp_path / "mark"
+    mark, ledger = tmp_path / "mark", tmp_path / "ledger"
+    job = long_job("failover", mark)
+    job["steps"].insert(
+        0,
+        {
+            "step_id": "before",
+            "type": "shell",
+            "script": 'echo done >> "$LEDGER"',
+            "parameters": {"LEDGER": str(ledger)},
+        },
+    )
     with reaping(mark):
-        execution_id = submit(first, long_job("failover", mark))
+        execution_id = submit(first, job)
         wait_for("the step to start on the first node", lambda: started(mark))
         dead = node_id_of(first)
         killed_at = time.monotonic()
@@ -117,8 +128,13 @@ def test_a_killed_node_s_running_job_is_interrupted_and_retried_on_another(
         # The step was in flight on the dead node: its re-run is flagged, never silent.
         assert retry["metadata"]["possible_duplicate_of"] == execution_id
         assert retry["metadata"]["possible_duplicate_steps"] == ["work"]
-        assert retry["steps"][0]["output"].strip() == "second run"
-        assert [s["status"] for s in record["steps"]] == ["failed"]
+        # The step that had finished is not run again (its record is reused); only the one
+        # in flight is.
+        assert ledger.read_text() == "done\n"
+        assert [s["step_id"] for s in retry["steps"]] == ["before", "work"]
+        assert retry["steps"][0]["metadata"]["cached"] is True
+        assert retry["steps"][1]["output"].strip() == "second run"
+        assert [s["status"] for s in record["steps"]] == ["success", "failed"]
         # The dead node is gone from the cluster; the survivor is listed with its id.
         nodes = get_json(second, "/api/v2/cluster")["nodes"]
         assert [n["node_id"] for n in nodes] == [node_id_of(second)]
@@ -194,6 +210,7 @@ def test_a_paused_node_s_late_writes_are_refused(cluster: Cluster, tmp_path: Pat
         )  # the original and its one retry, nothing else
 
 
+@pytest.mark.timeout(240)
 def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None:
     connections = f'{{"db": "{cluster.url}"}}'
     nodes = [cluster.start(V2_CONNECTIONS=connections) for _ in range(3)]
@@ -201,7 +218,7 @@ def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None
         job = {
             "job_id": f"tick-{i:02d}",
             "job_name": f"tick {i}",
-            "schedule_config": {"type": "interval", "every_seconds": 1},
+            "schedule_config": {"type": "interval", "every_seconds": 2},
             "steps": [
                 {"step_id": "q", "type": "sql", "connection_name": "db", "query": "SELECT 1"}
             ],
@@ -215,9 +232,9 @@ def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None
             "SELECT job_id, count(*) AS n FROM job_executions_v2 "
             "WHERE trigger = 'schedule' GROUP BY job_id",
         )
-        return len(rows) == 30 and min(r["n"] for r in rows) >= 6
+        return len(rows) == 30 and min(r["n"] for r in rows) >= 3
 
-    wait_for("six fires of every job", fired, timeout=60, every=0.5)
+    wait_for("three fires of every job", fired, timeout=120, every=0.5)
     for i in range(30):  # through one node: disabling holds on every node at once
         response = httpx.post(f"{nodes[0].base_url}/api/v2/jobs/tick-{i:02d}/disable", timeout=10)
         assert response.status_code == 200, response.text
@@ -237,7 +254,7 @@ def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None
         by_job.setdefault(row["job_id"], []).append(row["scheduled_for"])
     for job_id, fires in by_job.items():
         gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
-        assert gaps == {1.0}, f"{job_id} missed a fire: gaps {sorted(gaps)}"
+        assert gaps == {2.0}, f"{job_id} missed a fire: gaps {sorted(gaps)}"
     ran_on = query(
         cluster.url,
         "SELECT count(DISTINCT owner) AS n FROM job_executions_v2 WHERE trigger = 'schedule'",
