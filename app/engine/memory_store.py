@@ -158,7 +158,9 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
         execution_id, as the database store's keyset."""
         return (self._created[execution_id], execution_id)
 
-    async def add_scheduled_run(self, run: ScheduledRun) -> None:
+    async def add_scheduled_run(
+        self, run: ScheduledRun, *, settled: tuple[JobStatus, str] | None = None
+    ) -> None:
         stored = copy.deepcopy(run)
         stored.scheduled_for = run.scheduled_for.astimezone(UTC)
         fire = (run.job.job_id, stored.scheduled_for)
@@ -173,6 +175,12 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
             scheduled_for=run.scheduled_for,
             requested_by=run.requested_by,
         )
+        pending = self._jobs.get(run.execution_id)
+        if pending is not None and run.metadata:
+            pending.metadata = {**run.metadata, **pending.metadata}
+        if settled is not None:  # a fire that will not run: never claimable
+            self._settle(run.execution_id, *settled)
+            return
         self._runs[run.execution_id] = stored
         heapq.heappush(self._heap, (stored.scheduled_for, run.execution_id))
 

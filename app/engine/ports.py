@@ -85,8 +85,12 @@ class ExecutionStore(Protocol):
         """Executions matching ``query``, newest first."""
 
     # -- scheduled work ------------------------------------------------------------------
-    async def add_scheduled_run(self, run: ScheduledRun) -> None:
-        """Persist a run waiting for its time (also records it PENDING in the history)."""
+    async def add_scheduled_run(
+        self, run: ScheduledRun, *, settled: tuple[JobStatus, str] | None = None
+    ) -> None:
+        """Persist a run waiting for its time (also records it PENDING in the history).
+        With ``settled`` (status, reason) it is a fire that will not run: recorded ended
+        with them in the same write, so no claimer can take it in between."""
 
     async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
         """``scheduled_for`` (UTC) in [start, end) of the executions of ``job_id`` that ran

@@ -197,12 +197,12 @@ class RecurringScheduler(DueLoop):
                     scheduled_for=at,
                     trigger=TRIGGER_SCHEDULE,
                     requested_by="schedule",
-                )
+                ),
+                settled=(status, reason),
             )
         except DuplicateScheduledRunError:
             return  # this fire was already handled (before a restart, or by a replica)
-        if await self._engine.store.mark_missed(execution_id, reason, status):
-            self._engine.observers.fire_not_run(stored.job, execution_id, at, reason, status)
+        self._engine.observers.fire_not_run(stored.job, execution_id, at, reason, status)
 
     async def _run(self, stored: StoredJob, at: datetime, overlap: str, active: list[str]) -> None:
         job = stored.job

@@ -340,7 +340,9 @@ class SqlExecutionStore(
         return ExecutionPage(items, cursor)
 
     # -- scheduled work -------------------------------------------------------------------
-    async def add_scheduled_run(self, run: ScheduledRun) -> None:
+    async def add_scheduled_run(
+        self, run: ScheduledRun, *, settled: tuple[JobStatus, str] | None = None
+    ) -> None:
         """Persist a run waiting for its time and its PENDING history row, in one
         transaction. A second run fired by a recurring schedule for the same job and time
         raises ``DuplicateScheduledRunError`` and writes nothing."""
@@ -348,7 +350,16 @@ class SqlExecutionStore(
         try:
             async with self._write() as session:
                 await self._insert_run(session, run)
-                await NodeRepository(session).notify("runs")
+                if settled is None:
+                    await NodeRepository(session).notify("runs")
+                else:  # a fire that will not run: settled before any claimer sees it
+                    status, reason = settled
+                    await ScheduledRunRepository(session).set_status(
+                        run.execution_id, RUN_DONE, from_statuses=(RUN_PENDING,)
+                    )
+                    await ExecutionRepository(session).settle(
+                        run.execution_id, status, reason, from_statuses=(JobStatus.PENDING.value,)
+                    )
         except IntegrityError:
             if schedule_key is not None:
                 async with self._read() as session:
