@@ -106,9 +106,7 @@ class SchemaMissingError(ExecutionEngineError):
         )
 
 
-class SqlExecutionStore(
-    SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin, SqlClusterMixin
-):
+class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin, SqlClusterMixin):
     """Durable record of executions, scheduled work and stored job definitions in a SQL
     database."""
 
@@ -357,9 +355,11 @@ class SqlExecutionStore(
                     await ScheduledRunRepository(session).set_status(
                         run.execution_id, RUN_DONE, from_statuses=(RUN_PENDING,)
                     )
-                    await ExecutionRepository(session).settle(
+                    row = await ExecutionRepository(session).settle(
                         run.execution_id, status, reason, from_statuses=(JobStatus.PENDING.value,)
                     )
+                    if row is not None:
+                        await self._missed_outbox(session, row, reason)
         except IntegrityError:
             if schedule_key is not None:
                 async with self._read() as session:

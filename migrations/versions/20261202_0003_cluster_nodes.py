@@ -7,7 +7,7 @@ let any replica ask the owning node to cancel an execution. ``scheduled_runs_v2.
 carries what a run's execution starts with (a recovery retry names the execution it repeats).
 
 Revision ID: 0003
-Revises: flow
+Revises: observe
 Create Date: 2026-12-02 01:15:00
 
 """
@@ -19,7 +19,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0003"
-down_revision: str | Sequence[str] | None = "flow"
+down_revision: str | Sequence[str] | None = "observe"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
