@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.domain.cluster import NodeInfo, OrphanedExecution
 from app.domain.enums import JobStatus
+from app.domain.notifications import OutboxMessage
 from app.domain.records import ScheduledRun
 from app.domain.timeutil import utc_now
 from app.persistence.convert import job_from_row
@@ -264,6 +265,7 @@ class SqlClusterMixin:
         only if it is still held as ``orphan`` says, and in the same transaction add
         ``retry`` (a new run of the job). False when another node settled it first."""
         execution_id = orphan.result.execution_id
+        notices = await self._interrupted_outbox(execution_id, reason, JobStatus.FAILED)
         async with self._write() as session:
             row = await ExecutionRepository(session).settle(
                 execution_id,
@@ -276,6 +278,7 @@ class SqlClusterMixin:
                 return False
             runs = ScheduledRunRepository(session)
             await runs.mark_started(execution_id)
+            await self._insert_outbox(session, notices)  # failure notices, same transaction
             if retry is not None:
                 await self._insert_run(session, retry)
                 await NodeRepository(session).notify("runs")
@@ -283,6 +286,16 @@ class SqlClusterMixin:
 
     async def _insert_run(self, session: AsyncSession, run: ScheduledRun) -> None:
         raise NotImplementedError  # provided by SqlExecutionStore
+
+    async def _interrupted_outbox(
+        self, execution_id: str, reason: str, status: JobStatus
+    ) -> list[OutboxMessage]:
+        raise NotImplementedError  # provided by SqlOutboxMixin
+
+    async def _insert_outbox(
+        self, session: AsyncSession, messages: Sequence[OutboxMessage]
+    ) -> None:
+        raise NotImplementedError  # provided by SqlOutboxMixin
 
     # -- cluster-wide control ----------------------------------------------------------------
     async def request_cancel(self, execution_id: str, by: str | None) -> str | None:
