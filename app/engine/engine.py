@@ -215,7 +215,7 @@ class NewExecutionEngine:
             if self._node is not None:
                 await self._node.register()  # refused on a SQLite file another process has
             if self._recover_on_start:
-                self.recovery_report = await self._recovery.run_once()
+                self.recovery_report = await self._recovery.run_once(starting=True)
         except BaseException:
             await self.store.close()
             raise

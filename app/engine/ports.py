@@ -251,8 +251,10 @@ class ClusterStore(Protocol):
     async def requeue_orphaned_claims(self, timeout_seconds: float) -> int:
         """Claimed, unstarted runs of dead claimers become pending again."""
 
-    async def find_orphaned(self, timeout_seconds: float) -> list[OrphanedExecution]:
-        """Unfinished executions whose owner is not a live node."""
+    async def find_orphaned(
+        self, timeout_seconds: float, *, also_of: str | None = None
+    ) -> list[OrphanedExecution]:
+        """Unfinished executions whose owner is not a live node (or is ``also_of``)."""
 
     async def take_over(
         self, orphan: OrphanedExecution, reason: str, *, retry: ScheduledRun | None = None

@@ -50,11 +50,13 @@ class Recovery:
         self._misfire_grace = misfire_grace
         self._clock = clock
 
-    async def run_once(self) -> dict[str, int]:
-        """One pass; how much it settled."""
+    async def run_once(self, *, starting: bool = False) -> dict[str, int]:
+        """One pass; how much it settled. ``starting``: the engine has not taken any work
+        yet, so even rows that name this node (a store reused by a new engine) are left
+        over from before."""
         report = {"dead_nodes": 0, "requeued": 0, "interrupted": 0, "retried": 0, "missed": 0}
         if isinstance(self._store, ClusterStore):
-            await self._settle_dead_nodes(self._store, report)
+            await self._settle_dead_nodes(self._store, report, starting=starting)
         else:
             await self._settle_previous_engine(self._store, report)
         report["missed"] = await self._record_misfires()
@@ -71,12 +73,15 @@ class Recovery:
             if outcome is not None:
                 report[outcome] += 1
 
-    async def _settle_dead_nodes(self, store: ClusterStore, report: dict[str, int]) -> None:
+    async def _settle_dead_nodes(
+        self, store: ClusterStore, report: dict[str, int], *, starting: bool
+    ) -> None:
         dead = await store.remove_dead_nodes(self._timeout, keep=self._node_id)
         report["dead_nodes"] = len(dead)
         report["requeued"] = await store.requeue_orphaned_claims(self._timeout)
-        for orphan in await store.find_orphaned(self._timeout):
-            if orphan.owner == self._node_id:
+        also = self._node_id if starting else None
+        for orphan in await store.find_orphaned(self._timeout, also_of=also):
+            if orphan.owner == self._node_id and not starting:
                 continue  # this node is alive: what it holds is its own to finish
             outcome = await self._settle(orphan, store)
             if outcome is not None:

@@ -130,7 +130,7 @@ class NodeRepository(_Repository):
             out.setdefault(owner or "", []).append(execution_id)
         return out
 
-    async def orphaned(self, timeout_seconds: float) -> list[JobExecutionV2]:
+    async def orphaned(self, timeout_seconds: float, also: str | None) -> list[JobExecutionV2]:
         """Unfinished rows not held by a live node: RUNNING/RETRYING, and PENDING ones not
         waiting as a scheduled run (they were in a dead node's memory queue or handed to
         it)."""
@@ -150,7 +150,11 @@ class NodeRepository(_Repository):
                     job.status.in_(IN_FLIGHT_STATUSES),
                     and_(job.status == JobStatus.PENDING.value, ~waiting),
                 ),
-                or_(job.owner.is_(None), ~self.live_node(job.owner, timeout_seconds)),
+                or_(
+                    job.owner.is_(None),
+                    job.owner == also,
+                    ~self.live_node(job.owner, timeout_seconds),
+                ),
             )
             .order_by(job.created_at, job.execution_id)
         )
@@ -243,11 +247,14 @@ class SqlClusterMixin:
                 await NodeRepository(session).notify("runs")
             return count
 
-    async def find_orphaned(self, timeout_seconds: float) -> list[OrphanedExecution]:
-        """Unfinished executions whose owner is not a live node, oldest first."""
+    async def find_orphaned(
+        self, timeout_seconds: float, *, also_of: str | None = None
+    ) -> list[OrphanedExecution]:
+        """Unfinished executions whose owner is not a live node (or is ``also_of``: a node
+        starting, which holds nothing yet), oldest first."""
         async with self._read() as session:
             repo = ExecutionRepository(session)
-            rows = await NodeRepository(session).orphaned(timeout_seconds)
+            rows = await NodeRepository(session).orphaned(timeout_seconds, also_of)
             steps = await repo.latest_steps([r.execution_id for r in rows])
         return [
             OrphanedExecution(job_from_row(r, steps[r.execution_id]), r.owner, r.attempt)
