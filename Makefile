@@ -8,7 +8,7 @@ PORT    ?=
 STAMP   := $(VENV)/.installed
 TS      := clients/typescript
 
-.PHONY: install ts-client run test test-fast lint format generate openapi migrate bench bench-quick api-key clean
+.PHONY: install ts-client run test test-fast lint format generate openapi migrate bench bench-quick soak api-key clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench --quick
+
+soak: install  ## R replicas on one PostgreSQL, kill -9 every 20 s, a PostgreSQL restart (not CI)
+	$(BIN)/python scripts/soak.py --replicas $(or $(R),3) --minutes $(or $(MINUTES),5)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

@@ -282,6 +282,14 @@ def test_a_second_process_that_cannot_bind_touches_nothing(
     with reaping(mark):
         execution_id = submit(first, long_job("busy", mark, max_retries=0))
         wait_for("the step to start", lambda: started(mark))
+        wait_for(  # its RUNNING rows are written (they may linger a moment in a batch)
+            "the running step on record",
+            lambda: query(
+                cluster.url,
+                "SELECT 1 FROM step_executions_v2 WHERE execution_id = $1 AND status = 'running'",
+                execution_id,
+            ),
+        )
         tables = {  # everything but the first node's heartbeat, which goes on
             "scheduler_nodes": "node_id, host, pid, state, started_at",
             "job_executions_v2": "*",
