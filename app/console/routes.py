@@ -354,7 +354,15 @@ async def cancel_execution(
 @console_router.get("/queues", response_class=HTMLResponse)
 async def queues_page(request: Request, viewer: ViewerDep, console: ConsoleDep) -> Response:
     status = await console.api.status()
-    return render(request, viewer, "queues.html", status=status, oldest=console.oldest_waiting())
+    cluster = await console.api.cluster()
+    return render(
+        request,
+        viewer,
+        "queues.html",
+        status=status,
+        cluster=cluster,
+        oldest=console.oldest_waiting(),
+    )
 
 
 @console_router.get("/upcoming", response_class=HTMLResponse)

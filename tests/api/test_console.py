@@ -89,6 +89,7 @@ async def test_open_mode_serves_the_pages_and_redirects_root(client: httpx.Async
         (f"/ui/executions/{execution_id}", "user=etl"),
         ("/ui/executions?status=success", execution_id[:12]),
         ("/ui/queues", "America/New_York"),
+        ("/ui/queues", "(this node)"),
         ("/ui/upcoming", "Upcoming fires"),
     ]:
         page = await client.get(path)
