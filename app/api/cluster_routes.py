@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from app.api.dependencies import JobAPIDep
 from app.api.errors import problem_responses
+from app.api.queries import NoQuery
 from app.api.responses import operation_id
 from app.api.schemas import ClusterRead
 from app.api.security import ReadKey
@@ -24,7 +25,7 @@ cluster_router = APIRouter(prefix="/api/v2", generate_unique_id_function=operati
     "node and over the live nodes. On the in-memory store the cluster is this node alone.",
     response_model=ClusterRead,
     response_description="The nodes and the cluster-wide queue depths.",
-    responses=problem_responses(500, 503),
+    responses=problem_responses(400, 500, 503),
 )
-async def get_cluster(_: ReadKey, api: JobAPIDep) -> ClusterRead:
+async def get_cluster(_: ReadKey, api: JobAPIDep, query: NoQuery) -> ClusterRead:
     return await api.cluster()

@@ -62,9 +62,9 @@ async def test_an_execution_written_before_flow_reads_with_its_attempts(db_url: 
                 text(
                     "INSERT INTO job_executions_v2 (execution_id, job_id, job_name, status, "
                     "timezone, start_time, end_time, duration_seconds, error_message, "
-                    "retry_count, metadata_json, created_at, trigger, attempt, updated_at) "
-                    "VALUES ('old', 'j', 'J', 'success', 'UTC', :t, :t, 0, NULL, 1, "
-                    "'{\"trigger\": \"now\"}', :t, 'now', 0, :t)"
+                    "retry_count, metadata_json, created_at, trigger, attempt, updated_at, "
+                    "owner) VALUES ('old', 'j', 'J', 'success', 'UTC', :t, :t, 0, NULL, 1, "
+                    "'{\"trigger\": \"now\"}', :t, 'now', 0, :t, 'old-node')"
                 ),
                 {"t": T0},
             )
@@ -90,7 +90,7 @@ async def test_an_execution_written_before_flow_reads_with_its_attempts(db_url: 
         await engine.dispose()
 
     await upgrade_to_head(db_url)
-    store = SqlExecutionStore(db_url)
+    store = SqlExecutionStore(db_url, owner="old-node")  # writes are fenced on the owner
     await store.open()
     try:
         old = await store.get_execution("old")
