@@ -115,6 +115,13 @@ class Recovery:
         in_flight = [
             s.step_id for s in left.steps if s.status in (StepStatus.RUNNING, StepStatus.PENDING)
         ]
+        if not in_flight:
+            # Progress rows are written in batches: a step may have started (and done its
+            # work) before its RUNNING row reached the database. The first step that had not
+            # succeeded is the one the retry runs first: it may be running a second time.
+            done = {s.step_id for s in left.steps if s.status is StepStatus.SUCCESS}
+            pending = [str(c.get("step_id", "")) for c in job.steps]
+            in_flight = [step_id for step_id in pending if step_id not in done][:1]
         metadata: dict[str, object] = {"retry_of": left.execution_id}
         if in_flight:
             metadata["possible_duplicate_of"] = left.execution_id
