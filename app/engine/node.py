@@ -138,9 +138,6 @@ class ClusterNode:
             "heartbeat_error": self.heartbeat_error,
         }
 
-    def wake_cancels(self) -> None:
-        self._cancel_wake.set()
-
     # -- loops ------------------------------------------------------------------------------
     async def _heartbeat_forever(self) -> None:
         while not self._stop.is_set():

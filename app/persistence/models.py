@@ -214,7 +214,6 @@ class JobDefinitionV2(Base):
 
 #: Values of ``SchedulerNodeV2.state``.
 NODE_RUNNING = "running"
-NODE_STOPPING = "stopping"
 
 
 class SchedulerNodeV2(Base):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,22 @@ StoreFactory = Callable[..., Awaitable[Any]]
 
 
 # -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new database migrated to head, on SQLite and on PostgreSQL (one per test)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'migrated.db'}"
+        await upgrade_to_head(url)
+        yield url
+        return
+    name, url = await asyncio.to_thread(make_pg_database)
+    try:
+        await upgrade_to_head(url)
+        yield url
+    finally:
+        await asyncio.to_thread(drop_pg_database, name)
+
+
 @pytest.fixture(scope="module")
 def pg_store_url() -> Iterator[str]:
     """A PostgreSQL database of this module, migrated to head."""

@@ -8,9 +8,8 @@ real ``kill -9`` of a server process is in tests/e2e.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,7 @@ from app.domain import JobDefinition, JobExecutionResult, JobStatus
 from app.domain.records import TRIGGER_NOW, ExecutionQuery, ScheduledRun
 from app.domain.timeutil import utc_now
 from app.engine import NewExecutionEngine
-from app.persistence import SqlExecutionStore, upgrade_to_head
-from tests.conftest import drop_pg_database, make_pg_database
+from app.persistence import SqlExecutionStore
 from tests.support.steps import Probe, install_probe, uninstall_probe
 
 
@@ -29,19 +27,9 @@ def probe() -> Iterator[Probe]:
     uninstall_probe()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'durable.db'}"
-        await upgrade_to_head(url)
-        yield url
-        return
-    name, url = await asyncio.to_thread(make_pg_database)
-    try:
-        await upgrade_to_head(url)
-        yield url
-    finally:
-        await asyncio.to_thread(drop_pg_database, name)
+@pytest.fixture
+def db_url(migrated_db_url: str) -> str:
+    return migrated_db_url
 
 
 def job(job_id: str = "d", **kw: object) -> JobDefinition:

@@ -19,25 +19,13 @@ from app.domain.errors import ConfigurationError
 from app.domain.records import TRIGGER_SCHEDULE, ScheduledRun
 from app.engine import NewExecutionEngine
 from app.engine.backfill import BackfillRequest, backfill
-from app.persistence import SqlExecutionStore, upgrade_to_head
+from app.persistence import SqlExecutionStore
 from app.steps import ConnectionRegistry, StepResources
-from tests.conftest import drop_pg_database, make_pg_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """One database holding both the execution history and the tables the steps use."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'flow.db'}"
-        await upgrade_to_head(url)
-        yield url
-        return
-    name, url = await asyncio.to_thread(make_pg_database)
-    try:
-        await upgrade_to_head(url)
-        yield url
-    finally:
-        await asyncio.to_thread(drop_pg_database, name)
+@pytest.fixture
+def db_url(migrated_db_url: str) -> str:
+    return migrated_db_url
 
 
 @pytest.fixture
