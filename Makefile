@@ -60,10 +60,17 @@ migrate: install  ## upgrade the database at V2_DATABASE_URL to the latest revis
 api-key: install  ## print a new API key and its V2_API_KEYS entry (ID=name SCOPES=read|run|admin)
 	@$(BIN)/python scripts/make_api_key.py $(if $(ID),--id $(ID)) --scopes $(or $(SCOPES),run)
 
-bench: install
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# The bench extra (the peers: APScheduler, PgQueuer), when pyproject.toml changed.
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: install $(BENCH_STAMP)  ## the benchmarks with the peers (about 25 minutes)
 	$(BIN)/python -m bench
 
-bench-quick: install
+bench-quick: install $(BENCH_STAMP)  ## scaled down, under two minutes, one peer
 	$(BIN)/python -m bench --quick
 
 soak: install  ## R replicas on one PostgreSQL, kill -9 every 20 s, a PostgreSQL restart (not CI)

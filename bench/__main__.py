@@ -31,10 +31,17 @@ BENCHMARKS = {
     "B1": "bench.b1_http",
     "B2": "bench.b2_engine",
     "B3": "bench.b3_lateness",
+    "B3-PEER": "bench.b3_peer",
+    "B3-CAPACITY": "bench.b3_capacity:run_capacity",
+    "B3-BURST": "bench.b3_capacity:run_burst",
     "B4": "bench.b4_scale",
     "B5": "bench.b5_drain",
+    "B5-PEER": "bench.b5_peer",
     "B6": "bench.b6_steps",
 }
+# Left out of --quick unless named with --only (bench-quick stays under two minutes with one
+# peer, B5-peer, in it).
+FULL_ONLY = ("B3-PEER", "B3-CAPACITY")
 LIBRARIES = (
     "fastapi",
     "starlette",
@@ -45,6 +52,9 @@ LIBRARIES = (
     "pydantic",
     "httpx",
     "uvloop",
+    "apscheduler",
+    "pgqueuer",
+    "psycopg",
 )
 
 
@@ -120,11 +130,12 @@ async def _run(
     timings: dict[str, float] = {}
     try:
         for key in selected:
-            module = importlib.import_module(BENCHMARKS[key])
+            module_name, _, function = BENCHMARKS[key].partition(":")
+            benchmark = getattr(importlib.import_module(module_name), function or "run")
             print(f"[bench] {key} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             try:
-                got = await module.run(ws, quick)
+                got = await benchmark(ws, quick)
             except Exception as exc:  # one broken benchmark must not hide the others
                 traceback.print_exc()
                 got = [
@@ -149,7 +160,7 @@ async def _run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="scaled down, under two minutes")
-    parser.add_argument("--only", default="", help="comma-separated subset, e.g. B1,B4")
+    parser.add_argument("--only", default="", help="comma-separated subset, e.g. B1,B4,B3-peer")
     parser.add_argument("--output", type=Path, default=None, help="where to write the JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument(
@@ -159,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "(slows them down; figures are marked)",
     )
     args = parser.parse_args(argv)
-    selected = [s.strip().upper() for s in args.only.split(",") if s.strip()] or list(BENCHMARKS)
+    selected = [s.strip().upper() for s in args.only.split(",") if s.strip()] or [
+        key for key in BENCHMARKS if not (args.quick and key in FULL_ONLY)
+    ]
     unknown = [s for s in selected if s not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
