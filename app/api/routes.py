@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, Response
 
+from app.api.batch_schemas import MAX_BATCH_ITEMS, ScheduleBatchCreate, ScheduleBatchRead
 from app.api.dependencies import JobAPIDep
 from app.api.errors import problem_responses
 from app.api.queries import NoQuery, WaitQuery
@@ -125,6 +126,59 @@ async def schedule_job(
     query: NoQuery,
 ) -> ScheduleRead:
     return await api.schedule(body, status_url(request), requested_by=key_id(key))
+
+
+@v2_router.post(
+    "/jobs/schedule/batch",
+    tags=["jobs"],
+    summary="Schedule many jobs",
+    description=f"Schedules up to {MAX_BATCH_ITEMS:,} one-off runs, each item "
+    "`{job, scheduled_time}` checked exactly as `POST /api/v2/jobs/schedule` checks one, "
+    "and writes the accepted runs in one transaction. Answers item by item, in request "
+    "order: an `execution_id`, or `errors` naming the item and its field "
+    "(`items[3].scheduled_time`). With `atomic: true` (the default) one bad item refuses "
+    "the whole request: **400** naming every bad item's fields (**403** when only "
+    "connection access is wrong), nothing written. With `atomic: false` the good items are "
+    "scheduled and the bad ones answered with their errors (**200**). More than "
+    f"{MAX_BATCH_ITEMS:,} items is **400** naming `items`; a body over `V2_MAX_BODY_BYTES` "
+    "is **413**. The request takes one slot of the rate limit.",
+    response_model=ScheduleBatchRead,
+    response_description="Every item's answer; the scheduled ones are written.",
+    responses={**problem_responses(400, 403, 413, 500, 503)},
+)
+async def schedule_job_batch(
+    body: Annotated[
+        ScheduleBatchCreate,
+        Body(
+            openapi_examples={
+                "atomic": {
+                    "summary": "Two runs, all or nothing",
+                    "value": {
+                        "items": [
+                            {"job": EXAMPLE_JOB, "scheduled_time": "2035-01-15T09:30:00"},
+                            {"job": EXAMPLE_JOB, "scheduled_time": "2035-01-16T08:30:00Z"},
+                        ]
+                    },
+                },
+                "per_item": {
+                    "summary": "Each item on its own (atomic: false)",
+                    "value": {
+                        "atomic": False,
+                        "items": [
+                            {"job": EXAMPLE_JOB, "scheduled_time": "2035-01-15T09:30:00"},
+                            {"job": EXAMPLE_JOB, "scheduled_time": "2035-01-16T08:30:00Z"},
+                        ],
+                    },
+                },
+            }
+        ),
+    ],
+    key: ExecutionKey,
+    api: JobAPIDep,
+    request: Request,
+    query: NoQuery,
+) -> ScheduleBatchRead:
+    return await api.schedule_batch(body, status_url(request), requested_by=key_id(key))
 
 
 @v2_router.get(

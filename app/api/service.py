@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from app.api.batch_schemas import ScheduleBatchCreate, ScheduleBatchItemRead, ScheduleBatchRead
 from app.api.deps import build_engine, load_settings, prepare_database
 from app.api.errors import (
     InvalidRequestError,
     NotReadyError,
+    PermissionDeniedError,
     configuration_error,
     domain_field_errors,
 )
@@ -45,6 +47,7 @@ from app.api.schemas import (
     EngineStatusRead,
     ExecutionAcceptedRead,
     ExecutionRead,
+    ProblemFieldError,
     QueueStatusRead,
     ReadinessRead,
     ScheduleCreate,
@@ -62,6 +65,7 @@ from app.domain.errors import (
     ExecutionEngineError,
     ExecutionFinishedError,
     ExecutionNotFoundError,
+    FieldError,
     SchedulingError,
 )
 from app.domain.models import JobDefinition, JobExecutionResult
@@ -218,6 +222,83 @@ class ModernJobAPI:
             timezone=job.timezone,
             status_url=status_url(execution_id),
         )
+
+    async def schedule_batch(
+        self,
+        request: ScheduleBatchCreate,
+        status_url: StatusUrl = default_status_url,
+        *,
+        requested_by: str | None = None,
+    ) -> ScheduleBatchRead:
+        """Schedule many one-off runs, each item checked as ``schedule`` checks one; the
+        accepted ones are written in one transaction. ``atomic``: one bad item refuses the
+        request (``ConfigurationError`` naming every bad item's fields, or
+        ``PermissionDeniedError`` when connection access is all that is wrong), nothing
+        written; otherwise each bad item is answered with its errors."""
+        accepted: list[tuple[int, JobDefinition, datetime]] = []
+        refused: dict[int, list[FieldError]] = {}
+        only_permission = True
+        for index, raw in enumerate(request.items):
+            try:
+                accepted.append((index, *self._batch_item(raw, requested_by)))
+            except (ConfigurationError, SchedulingError, PermissionDeniedError) as exc:
+                only_permission = only_permission and isinstance(exc, PermissionDeniedError)
+                refused[index] = [
+                    FieldError(
+                        f"items[{index}].{e.field}" if e.field else f"items[{index}]", e.message
+                    )
+                    for e in (domain_field_errors(exc) or [FieldError("", str(exc))])
+                ]
+        if refused and request.atomic:
+            errors = [e for index in sorted(refused) for e in refused[index]]
+            if only_permission:
+                raise PermissionDeniedError(
+                    "the API key may not use a connection that these items name", errors
+                )
+            raise ConfigurationError(errors)
+        ids = await self.engine.schedule_instants(
+            [(job, instant) for _, job, instant in accepted], requested_by=requested_by
+        )
+        answers: dict[int, ScheduleBatchItemRead] = {
+            index: ScheduleBatchItemRead(
+                index=index,
+                scheduled=False,
+                errors=[ProblemFieldError(field=e.field, message=e.message) for e in errors],
+            )
+            for index, errors in refused.items()
+        }
+        for (index, job, instant), execution_id in zip(accepted, ids, strict=True):
+            answers[index] = ScheduleBatchItemRead(
+                index=index,
+                scheduled=True,
+                execution_id=execution_id,
+                job_id=job.job_id,
+                status=JobStatus.PENDING,
+                scheduled_time_utc=instant,
+                scheduled_time_local=_local(instant, job.timezone),
+                timezone=job.timezone,
+                status_url=status_url(execution_id),
+            )
+        return ScheduleBatchRead(
+            atomic=request.atomic,
+            scheduled=len(accepted),
+            failed=len(refused),
+            items=[answers[i] for i in range(len(request.items))],
+        )
+
+    def _batch_item(self, raw: Any, requested_by: str | None) -> tuple[JobDefinition, datetime]:
+        """One item of a batch checked as ``schedule`` checks its request: the job and the
+        instant, or the error (field paths relative to the item)."""
+        try:
+            item = ScheduleCreate.model_validate(raw)
+        except ValidationError as exc:
+            raise configuration_error(exc) from None
+        job = self.parser.parse(item.job, prefix="job")
+        self.parser.check_connection_access(job, requested_by, prefix="job")
+        instant = _scheduled_instant(item.scheduled_time, job.timezone)
+        _local(instant, job.timezone)
+        self.engine.check_schedulable(job, instant)
+        return job, instant
 
     async def get_execution(self, execution_id: str) -> ExecutionRead:
         """A live, recent or recorded execution; ``ExecutionNotFoundError`` if unknown."""

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -436,11 +436,9 @@ class NewExecutionEngine:
             job, scheduled_time, requested_by=requested_by
         )
 
-    async def schedule_instant(
-        self, job: JobDefinition, instant: datetime, *, requested_by: str | None = None
-    ) -> str:
-        self._require_running()
-        job.validate()
+    def check_schedulable(self, job: JobDefinition, instant: datetime) -> None:
+        """``SchedulingError`` (naming the field) when ``job`` may not be scheduled at
+        ``instant``: disabled, or the instant is in the past."""
         if not job.enabled:
             raise SchedulingError(f"job {job.job_id!r} is disabled", field="job.enabled")
         now = self._clock()
@@ -449,6 +447,35 @@ class NewExecutionEngine:
                 f"scheduled_time {instant.isoformat()} is in the past (now {now.isoformat()})",
                 field="scheduled_time",
             )
+
+    async def schedule_instants(
+        self, items: Sequence[tuple[JobDefinition, datetime]], *, requested_by: str | None = None
+    ) -> list[str]:
+        """Schedule many one-off runs (job, instant) in one write: all or none. Each is
+        checked as ``schedule_instant`` checks it first; the execution ids, in order."""
+        self._require_running()
+        for job, instant in items:
+            job.validate()
+            self.check_schedulable(job, instant)
+        runs = [
+            ScheduledRun(
+                execution_id=uuid.uuid4().hex,
+                job=job,
+                scheduled_for=instant,
+                requested_by=requested_by,
+            )
+            for job, instant in items
+        ]
+        await self.store.add_scheduled_runs(runs)
+        self._scheduler.notify()
+        return [run.execution_id for run in runs]
+
+    async def schedule_instant(
+        self, job: JobDefinition, instant: datetime, *, requested_by: str | None = None
+    ) -> str:
+        self._require_running()
+        job.validate()
+        self.check_schedulable(job, instant)
         execution_id = uuid.uuid4().hex
         await self.store.add_scheduled_run(
             ScheduledRun(

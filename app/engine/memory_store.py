@@ -158,6 +158,13 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
         execution_id, as the database store's keyset."""
         return (self._created[execution_id], execution_id)
 
+    async def add_scheduled_runs(self, runs: Sequence[ScheduledRun]) -> None:
+        keyed = [run.execution_id for run in runs if run.fire_key is not None]
+        if keyed:  # as the database store: nothing written
+            raise ValueError(f"runs keyed by their fire go through add_scheduled_run: {keyed}")
+        for run in runs:  # one-off runs: nothing here can fail half-way
+            await self.add_scheduled_run(run)
+
     async def add_scheduled_run(
         self, run: ScheduledRun, *, settled: tuple[JobStatus, str] | None = None
     ) -> None:

@@ -92,6 +92,10 @@ class ExecutionStore(Protocol):
         With ``settled`` (status, reason) it is a fire that will not run: recorded ended
         with them in the same write, so no claimer can take it in between."""
 
+    async def add_scheduled_runs(self, runs: Sequence[ScheduledRun]) -> None:
+        """Persist many one-off runs (not keyed by a fire) and their PENDING history rows in
+        one write: all of them or none."""
+
     async def fires_with_runs(self, job_id: str, start: datetime, end: datetime) -> set[datetime]:
         """``scheduled_for`` (UTC) in [start, end) of the executions of ``job_id`` that ran
         or are still to run (not those recorded missed or cancelled before they started)."""

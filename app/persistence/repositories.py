@@ -299,6 +299,17 @@ class ExecutionRepository(_Repository):
         stmt = history_statement(self.on_postgresql, "pending?", tuple(sorted(params)))
         return (await self.session.execute(stmt, params)).first() is not None
 
+    async def insert_pending_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many PENDING job rows of new execution ids: one executemany per set of
+        columns (rows with the same columns share a statement)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for values in rows:
+            params = pending_params(values)
+            groups.setdefault(tuple(sorted(params)), []).append(params)
+        for columns, params_list in groups.items():
+            stmt = history_statement(self.on_postgresql, "pending", columns)
+            await self.session.execute(stmt, params_list)
+
     async def get(self, execution_id: str) -> JobExecutionV2 | None:
         return await self.session.get(JobExecutionV2, execution_id)
 
@@ -504,6 +515,13 @@ class ScheduledRunRepository(_Repository):
     async def insert(self, values: dict[str, Any]) -> None:
         self.session.add(ScheduledRunV2(status=RUN_PENDING, **values))
         await self.session.flush()
+
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many waiting runs (one executemany)."""
+        if rows:
+            await self.session.execute(
+                insert(ScheduledRunV2), [{"status": RUN_PENDING, **values} for values in rows]
+            )
 
     async def fire_exists(self, job_id: str, schedule_key: datetime) -> bool:
         run = ScheduledRunV2

@@ -377,8 +377,33 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
         async with self._read() as session:
             return await ExecutionRepository(session).fires_with_runs(job_id, start, end)
 
+    async def add_scheduled_runs(self, runs: Sequence[ScheduledRun]) -> None:
+        """Persist many one-off runs waiting for their time and their PENDING history rows
+        in one transaction: all of them or none. Runs keyed by their fire (a recurring
+        schedule's) go one at a time through ``add_scheduled_run``."""
+        if not runs:
+            return
+        keyed = [run.execution_id for run in runs if run.fire_key is not None]
+        if keyed:
+            raise ValueError(f"runs keyed by their fire go through add_scheduled_run: {keyed}")
+        histories, waiting = [], []
+        for run in runs:
+            history, row = self._run_rows(run)
+            histories.append(history)
+            waiting.append(row)
+        async with self._write() as session:
+            await ExecutionRepository(session).insert_pending_many(histories)
+            await ScheduledRunRepository(session).insert_many(waiting)
+            await NodeRepository(session).notify("runs")
+
     async def _insert_run(self, session: AsyncSession, run: ScheduledRun) -> None:
         """The PENDING history row and the waiting run of ``run``, in ``session``."""
+        history, row = self._run_rows(run)
+        await ExecutionRepository(session).insert_pending(history)
+        await ScheduledRunRepository(session).insert(row)
+
+    def _run_rows(self, run: ScheduledRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The values of the PENDING history row and of the waiting run of ``run``."""
         values = self._pending_values(
             run.execution_id,
             run.job,
@@ -388,21 +413,18 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
             run.metadata,
         )
         values["attempt"] = run.attempt
-        await ExecutionRepository(session).insert_pending(values)
-        await ScheduledRunRepository(session).insert(
-            {
-                "execution_id": run.execution_id,
-                "job_id": run.job.job_id,
-                "job_definition_json": dump_json(run.job.to_dict()),
-                "scheduled_for": run.scheduled_for,
-                "schedule_key": run.fire_key,
-                "timezone": run.job.timezone,
-                "trigger": run.trigger,
-                "requested_by": fit_text(run.requested_by, 100),
-                "attempt": run.attempt,
-                "metadata_json": dump_json(run.metadata) if run.metadata else None,
-            }
-        )
+        return values, {
+            "execution_id": run.execution_id,
+            "job_id": run.job.job_id,
+            "job_definition_json": dump_json(run.job.to_dict()),
+            "scheduled_for": run.scheduled_for,
+            "schedule_key": run.fire_key,
+            "timezone": run.job.timezone,
+            "trigger": run.trigger,
+            "requested_by": fit_text(run.requested_by, 100),
+            "attempt": run.attempt,
+            "metadata_json": dump_json(run.metadata) if run.metadata else None,
+        }
 
     async def due_scheduled_runs(self, until: datetime, limit: int) -> list[ScheduledRun]:
         """Unclaimed runs with ``scheduled_for <= until``, earliest first."""

@@ -20,6 +20,7 @@ STALE = "openapi/openapi.json is stale: run `make openapi` and commit the result
 OPERATION_IDS = {
     ("post", "/api/v2/jobs/execute"): "execute_job",
     ("post", "/api/v2/jobs/schedule"): "schedule_job",
+    ("post", "/api/v2/jobs/schedule/batch"): "schedule_job_batch",
     ("get", "/api/v2/execution/status"): "get_engine_status",
     ("get", "/api/v2/cluster"): "get_cluster",
     ("get", "/api/v2/steps/types"): "list_step_types",
