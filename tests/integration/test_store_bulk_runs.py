@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from app.domain import JobDefinition, JobStatus
 from app.domain.records import ScheduledRun
@@ -61,13 +62,15 @@ async def test_one_row_that_cannot_be_written_writes_none(
 ) -> None:
     store = await make_store(backend)
     soon = utc_now() + timedelta(minutes=5)
-    await store.add_scheduled_run(ScheduledRun(execution_id="taken", job=_job(), scheduled_for=soon))
+    await store.add_scheduled_run(
+        ScheduledRun(execution_id="taken", job=_job(), scheduled_for=soon)
+    )
     runs = [
         ScheduledRun(execution_id=eid, job=_job("other"), scheduled_for=soon)
         for eid in ("new-1", "taken", "new-2")
     ]
 
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(IntegrityError):
         await store.add_scheduled_runs(runs)
 
     assert await store.get_execution("new-1") is None
