@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.settings import Settings
+from app.steps.mssql import driver_problem
 
 _FIELD = re.compile(r'field "(\w+)"')
 
@@ -65,6 +66,8 @@ def url_problem(url: str) -> str | None:
             f"the driver of {parsed.drivername!r} is not installed"
             f" ({exc.name or exc}; pip install it)"
         )
+    if parsed.get_backend_name() == "mssql":  # pyodbc, unixODBC and the ODBC driver
+        return driver_problem(parsed)
     return None
 
 

@@ -29,6 +29,7 @@ from app.steps.factory import StepFactory
 from app.steps.paths import confine_step_paths
 from app.steps.references import reference_errors
 from app.steps.resources import StepResources
+from app.steps.sql_checks import step_problems
 
 DEFAULT_MAX_STEPS_PER_JOB = 100
 DEFAULT_MAX_SCRIPT_CHARS = 100_000
@@ -111,7 +112,20 @@ class JobParser:
                         "(V2_CONNECTIONS): this step fails until it is",
                     )
                 )
+            out.extend(self._dialect_problems(step, i))
         return out
+
+    def _dialect_problems(self, step: dict[str, Any], i: int) -> list[FieldError]:
+        """What the step's query may not hold on its connection's database (a ``GO`` line
+        outside SQL Server, a second statement, ``transaction: false`` on a read-only SQL
+        Server connection); nothing for unknown connections and other step types."""
+        name = step.get("connection_name")
+        if step.get("type") != "sql" or not isinstance(name, str):
+            return []
+        if name not in self.resources.connections.names():
+            return []
+        cfg = self.resources.connections.config(name)
+        return step_problems(step, cfg.family, read_only=cfg.read_only, where=f"steps[{i}]")
 
     def pwsh_missing(self) -> str:
         """The warning for PowerShell steps on a server without ``pwsh``."""
@@ -139,6 +153,7 @@ class JobParser:
                         "V2_CONNECTIONS)",
                     )
                 )
+            errors.extend(self._dialect_problems(step, i))
         errors.extend(reference_errors(job.steps, StepFactory.output_fields))
         ceiling = self.max_timeout_seconds
         if job.timeout_seconds > ceiling:

@@ -5,7 +5,9 @@ step). Jobs refer to connections by name; URLs and passwords never come from req
 
 Beside each pooled engine a name may get a *control* engine (no pool, autocommit) used only to
 stop work running on a pooled connection from the outside: ``pg_cancel_backend`` on
-PostgreSQL, ``KILL QUERY`` on MariaDB/MySQL. :class:`ServerSession` holds what that needs.
+PostgreSQL, ``KILL QUERY`` on MariaDB/MySQL, ``KILL <spid>`` as SQL Server's last resort
+(its cancel is ODBC's ``SQLCancel``, see :mod:`app.steps.mssql`). :class:`ServerSession`
+holds what that needs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from app.domain.errors import ConfigurationError, FieldError
 from app.sqlpool import ping_when_idle, pool_options
+from app.steps.mssql import MssqlSession, connect_url, read_spid
 
 # Options a connection entry may carry besides its URL, passed to create_async_engine.
 _ENGINE_OPTIONS = {
@@ -53,7 +56,7 @@ class ConnectionConfig:
 
     @cached_property
     def family(self) -> str:
-        """``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"sqlite"``."""
+        """``"postgresql"``, ``"mysql"`` (MariaDB too), ``"sqlite"`` or ``"mssql"``."""
         return dialect_family(self.dialect)
 
     @cached_property
@@ -63,6 +66,14 @@ class ConnectionConfig:
         one prepared statement), which PostgreSQL runs atomically on its own, so BEGIN and
         COMMIT would only add two round trips."""
         return self.family == "postgresql" and "isolation_level" not in self.engine_options
+
+    @property
+    def engine_url(self) -> str:
+        """The URL engines open: a ``read_only`` SQL Server entry's with
+        ``ApplicationIntent=ReadOnly``."""
+        if self.family == "mssql":
+            return connect_url(self.url, read_only=self.read_only)
+        return self.url
 
     def allows(self, key_id: str | None) -> bool:
         """True when an execution started by ``key_id`` may use this connection: always
@@ -120,7 +131,8 @@ def parse_connections(raw: Mapping[str, Any]) -> dict[str, ConnectionConfig]:
                 FieldError(
                     f"{where}.url",
                     f"driver {url.drivername!r} is not an installed async SQLAlchemy driver "
-                    "(use postgresql+asyncpg, mysql+aiomysql or sqlite+aiosqlite)",
+                    "(use postgresql+asyncpg, mysql+aiomysql, sqlite+aiosqlite or "
+                    "mssql+aioodbc)",
                 )
             )
             continue
@@ -175,7 +187,7 @@ class ConnectionRegistry:
             options = pool_options(cfg.dialect, self._pool_size, cfg.engine_options)
             if cfg.autocommit:
                 options["isolation_level"] = "AUTOCOMMIT"
-            engine = create_async_engine(cfg.url, **options)
+            engine = create_async_engine(cfg.engine_url, **options)
             if cfg.dialect != "sqlite" and not options.get("pool_pre_ping"):
                 ping_when_idle(engine)
             self._engines[name] = engine
@@ -190,7 +202,7 @@ class ConnectionRegistry:
             cfg = self.config(name)
             options = {k: v for k, v in cfg.engine_options.items() if k == "connect_args"}
             engine = create_async_engine(
-                cfg.url, poolclass=NullPool, isolation_level="AUTOCOMMIT", **options
+                cfg.engine_url, poolclass=NullPool, isolation_level="AUTOCOMMIT", **options
             )
             self._control_engines[name] = engine
         return engine
@@ -214,13 +226,15 @@ _MULTI_STATEMENTS_OFF = 1
 class ServerSession:
     """Identity of the server session behind one pooled connection.
 
-    ``server_id`` is the PostgreSQL backend pid or the MariaDB ``CONNECTION_ID()``;
-    ``driver`` is the driver's connection object (used for SQLite's ``interrupt()``).
+    ``server_id`` is the PostgreSQL backend pid, the MariaDB ``CONNECTION_ID()`` or the SQL
+    Server ``@@SPID``; ``driver`` is the driver's connection object (used for SQLite's
+    ``interrupt()``); ``mssql`` tracks SQL Server's running cursor (for ``SQLCancel``).
     """
 
     family: str
     server_id: int | None
     driver: Any = field(repr=False, compare=False)
+    mssql: MssqlSession | None = field(default=None, repr=False, compare=False)
 
     async def cancel_query(self, control: AsyncConnection | None) -> None:
         """Ask the server to stop the statement running in this session (if any).
@@ -229,6 +243,8 @@ class ServerSession:
         """
         if self.family == "sqlite":
             await self.driver.interrupt()  # sqlite3_interrupt: thread-safe, not queued
+        elif self.mssql is not None:
+            await self.mssql.cancel()  # needs no control connection
         elif control is not None and self.server_id is not None:
             if self.family == "postgresql":
                 await control.execute(
@@ -241,6 +257,10 @@ class ServerSession:
         """Last resort: end the whole server session (the connection is discarded anyway)."""
         if self.family == "sqlite":
             await self.driver.interrupt()
+        elif self.mssql is not None:
+            kill = self.mssql.kill_statement()
+            if control is not None and kill is not None:
+                await control.exec_driver_sql(kill)
         elif control is not None and self.server_id is not None:
             if self.family == "postgresql":
                 await control.execute(
@@ -278,7 +298,14 @@ async def server_session(conn: AsyncConnection) -> ServerSession:
         except Exception as exc:  # raw driver error: give it SQLAlchemy's shape
             raise DBAPIError("COM_SET_OPTION MULTI_STATEMENTS_OFF", None, exc) from exc
         server_id = int((await conn.exec_driver_sql("SELECT CONNECTION_ID()")).scalar_one())
-    session = ServerSession(family, server_id, driver)
+    mssql: MssqlSession | None = None
+    if family == "mssql":
+        try:
+            server_id = await read_spid(driver)
+        except Exception as exc:  # raw pyodbc error: give it SQLAlchemy's shape
+            raise DBAPIError("SELECT @@SPID", None, exc) from exc
+        mssql = MssqlSession(server_id)
+    session = ServerSession(family, server_id, driver, mssql)
     conn.info[_SESSION_KEY] = session
     return session
 

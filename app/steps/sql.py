@@ -25,6 +25,11 @@ the worker, and only then re-raises ``CancelledError``. A PostgreSQL or MariaDB 
 that was sent a cancel is discarded, never returned to the pool. If the server does not stop
 within ``kill_grace_seconds`` the session is terminated (``pg_terminate_backend`` /
 ``KILL CONNECTION``). The clean-up finishes even if the step is cancelled again meanwhile.
+
+SQL Server (``mssql+aioodbc``) runs the query as T-SQL batches split on ``GO`` lines, in one
+transaction unless the step sets ``"transaction": false``; its cancel is ODBC's
+``SQLCancel``. See :mod:`app.steps.mssql`; what a query may hold per dialect is in
+:mod:`app.steps.sql_checks`.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ from app.steps.connections import (
 )
 from app.steps.context import REFERENCE_KEY
 from app.steps.generated.sql import SqlStepConfig
+from app.steps.mssql import BatchError, PreparedBatch, odbc_message, run_batches
+from app.steps.sql_checks import step_problems
 from app.steps.sql_values import JsonValue, cap_rows, dumps, to_json_safe, unique_column_names
+from app.steps.tsql import split_batches
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,14 @@ class SqlStep(ExecutionStep):
                 **meta,
             )
 
+        dialect_problems = step_problems(
+            self.step_config, cfg.family, read_only=cfg.read_only, where="step"
+        )
+        if dialect_problems:  # checked when the job entered; the connection may have changed
+            return self.finish(
+                result, StepStatus.FAILED, error="; ".join(map(str, dialect_problems)), **meta
+            )
+
         parameters = self.resolved_parameters()  # a bad reference raises StepExecutionError
         problems = parameter_problems(query, parameters)
         for pname, value in parameters.items():
@@ -139,9 +155,10 @@ class SqlStep(ExecutionStep):
         try:
             rows, affected = await self._execute_query(query, parameters)
         except (SQLAlchemyError, OSError, ValueError) as exc:
-            return self.finish(
-                result, StepStatus.FAILED, error=describe_error(exc, cfg.secrets()), **meta
-            )
+            error = describe_error(exc, cfg.secrets())
+            if isinstance(exc, BatchError) and exc.label:
+                error = f"{exc.label}: {error}"
+            return self.finish(result, StepStatus.FAILED, error=error, **meta)
 
         columns = rows.columns if rows else []
         kept = rows.rows if rows else []
@@ -185,11 +202,15 @@ class SqlStep(ExecutionStep):
         name = str(self.step_config.get("connection_name") or "")
         cfg = registry.config(name)
         engine = self.context.get_connection(name)
-        statement, values = build_statement(query, parameters)
         state = _RunState()
+        run: Coroutine[Any, Any, tuple[QueryRows | None, int | None]]
+        if cfg.family == "mssql":
+            run = self._run_batches(engine, cfg, query, parameters, state)
+        else:
+            statement, values = build_statement(query, parameters)
+            run = self._run_statement(engine, cfg, statement, values, state)
         worker = asyncio.create_task(
-            self._run_statement(engine, cfg, statement, values, state),
-            name=f"sql-step:{self.context.execution_id}:{self.step_id}",
+            run, name=f"sql-step:{self.context.execution_id}:{self.step_id}"
         )
         try:
             return await asyncio.shield(worker)
@@ -233,6 +254,69 @@ class SqlStep(ExecutionStep):
                 if cfg.read_only and family == "sqlite" and not conn.invalidated:
                     await _reset_read_only(conn, family)
             return outcome
+
+    async def _run_batches(
+        self,
+        engine: AsyncEngine,
+        cfg: ConnectionConfig,
+        query: str,
+        parameters: dict[str, Any],
+        state: _RunState,
+    ) -> tuple[QueryRows | None, int | None]:
+        """SQL Server: the query's ``GO`` batches in order on one connection, in one
+        transaction unless ``transaction`` is false (then each batch commits by itself and
+        the first failing one stops the step). A ``read_only`` connection's transaction is
+        rolled back, never committed (SQL Server has no read-only transaction)."""
+        transaction = self.step_config.get("transaction", True) is not False
+        batches = []
+        for batch in split_batches(query):
+            used = query_parameter_names(batch.text)
+            statement, values = build_statement(
+                batch.text, {k: v for k, v in parameters.items() if k in used}
+            )
+            batches.append(PreparedBatch(statement, values, batch.repeat, batch.first_line))
+        limits = self.context.resources
+        async with engine.connect() as conn:
+            state.phase = _Phase.SETUP
+            try:
+                if not transaction:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                state.session = await server_session(conn)
+                if transaction:
+                    await conn.begin()
+                state.check_abort()
+                raw = await conn.get_raw_connection()
+                assert state.session.mssql is not None
+                state.phase = _Phase.EXECUTING
+                try:
+                    outcome = await run_batches(
+                        raw.driver_connection,
+                        conn.dialect,
+                        state.session.mssql,
+                        batches,
+                        fetch=bool(self.step_config.get("fetch_results", True)),
+                        max_rows=limits.max_result_rows,
+                        max_bytes=limits.max_output_bytes,
+                        check_abort=state.check_abort,
+                    )
+                finally:
+                    state.phase = _Phase.FINISHING
+                state.check_abort()
+                if transaction and cfg.read_only:
+                    await conn.rollback()
+                elif transaction:
+                    await conn.commit()
+            except BaseException:
+                await _undo(conn, cfg.family, aborted=state.aborting)
+                raise
+        rows: QueryRows | None = None
+        if outcome.columns is not None:
+            if outcome.rows is None:
+                rows = QueryRows(outcome.columns, [], False, "[]", fetched=False)
+            else:
+                capped = outcome.rows
+                rows = QueryRows(outcome.columns, capped.rows, capped.truncated, capped.json_text)
+        return rows, outcome.affected_rows
 
     def _collect(self, cursor: CursorResult[Any]) -> tuple[QueryRows | None, int | None]:
         rowcount = cursor.rowcount
@@ -405,6 +489,9 @@ def describe_error(exc: BaseException, secrets: list[str]) -> str:
 def _driver_message(orig: BaseException) -> str:
     # asyncpg errors reach us wrapped by SQLAlchemy's adapter: the native one is the cause.
     native = orig.__cause__ if orig.__cause__ is not None else orig
+    odbc = odbc_message(native)  # pyodbc: (SQLSTATE, message)
+    if odbc is not None:
+        return odbc
     kind = type(native).__name__
     sqlstate = getattr(native, "sqlstate", None)
     args: tuple[Any, ...] = tuple(getattr(native, "args", ()))
@@ -452,23 +539,30 @@ async def _stop_on_server(
     grace: float,
 ) -> None:
     """Ask the server to cancel the running statement until the worker returns; terminate the
-    session if it has not within ``grace`` seconds."""
+    session if it has not within ``grace`` seconds. SQLite and SQL Server cancel without a
+    control connection (SQL Server opens one only to terminate)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     interval = 0.05 if session.family == "sqlite" else 0.25
     async with AsyncExitStack() as stack:
-        control: AsyncConnection | None = None
-        if session.family != "sqlite":
+
+        async def open_control() -> AsyncConnection | None:
             try:
-                control = await stack.enter_async_context(
+                return await stack.enter_async_context(
                     registry.get_control_engine(cfg.name).connect()
                 )
             except Exception as exc:
                 log.warning(
-                    "cannot open a control connection to cancel a query on %r: %s",
+                    "cannot open a control connection to stop a query on %r: %s",
                     cfg.name,
                     describe_error(exc, cfg.secrets()),
                 )
+                return None
+
+        control: AsyncConnection | None = None
+        if session.family in ("postgresql", "mysql"):
+            control = await open_control()
+            if control is None:
                 return
         while not worker.done() and loop.time() < deadline:
             try:
@@ -481,6 +575,8 @@ async def _stop_on_server(
             log.warning(
                 "query on %r ignored cancel for %.1fs; terminating session", cfg.name, grace
             )
+            if control is None and session.family == "mssql":
+                control = await open_control()  # KILL <spid>
             try:
                 await session.terminate(control)
             except Exception as exc:

@@ -22,8 +22,8 @@ from tests.e2e.server import ROOT, live_server
         ({"V2_PORT": "eighty"}, "error: V2_PORT: Input should be a valid integer"),
         ({"V2_DATABASE_URL": "not a url"}, "error: V2_DATABASE_URL: is not a database URL"),
         (
-            {"V2_DATABASE_URL": "mssql+aioodbc://sa@db/x"},
-            "error: V2_DATABASE_URL: the driver of 'mssql+aioodbc' is not installed",
+            {"V2_DATABASE_URL": "mysql+asyncmy://root@db/x"},
+            "error: V2_DATABASE_URL: the driver of 'mysql+asyncmy' is not installed",
         ),
     ],
 )

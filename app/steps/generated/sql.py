@@ -76,7 +76,7 @@ class SqlStepConfig(StepConfigBase):
     query: Annotated[
         str,
         Field(
-            description="SQL text; parameters are referenced as :name.",
+            description="SQL text; parameters are referenced as :name. One statement on PostgreSQL, MariaDB and SQLite (a GO line or a second statement after a ';' is refused); on SQL Server one or more T-SQL batches separated by GO lines (SQLCMD rules: GO alone on its line, case-insensitive, optional repeat count GO 3 and -- comment; not inside strings, [identifiers] or comments).",
             max_length=1000000,
             min_length=1,
         ),
@@ -97,4 +97,10 @@ class SqlStepConfig(StepConfigBase):
     ] = {}
     fetch_results: Annotated[
         bool, Field(description="Return result rows (capped) as the step output.")
+    ] = True
+    transaction: Annotated[
+        bool,
+        Field(
+            description="SQL Server (mssql) connections: run all of the query's GO-separated T-SQL batches in one transaction, committed after the last one and rolled back if any fails (true, the default), or let each batch commit on its own (false: the batches that ran before a failing one stay committed). Not allowed on a read_only SQL Server connection. Other databases run their one statement in one transaction either way."
+        ),
     ] = True
