@@ -1,4 +1,5 @@
-# Job Scheduler V2 — production image (PowerShell 7 included for powershell steps).
+# Job Scheduler V2 — production image (PowerShell 7 included for powershell steps; unixODBC and
+# FreeTDS for SQL Server connections, mssql+aioodbc://...?driver=FreeTDS).
 # Build: docker build -t jobscheduler-v2 .
 # Run:   docker run -p 8000:8000 -v jsv2-data:/srv/data jobscheduler-v2
 FROM python:3.11-slim-bookworm AS build
@@ -12,7 +13,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl gnupg \
  && curl -fsSL https://packages.microsoft.com/config/debian/12/packages-microsoft-prod.deb -o /tmp/ms.deb \
  && dpkg -i /tmp/ms.deb && rm /tmp/ms.deb \
- && apt-get update && apt-get install -y --no-install-recommends powershell \
+ && apt-get update && apt-get install -y --no-install-recommends powershell unixodbc tdsodbc \
  && apt-get purge -y curl gnupg && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

@@ -289,3 +289,101 @@ async def test_values_json_or_a_database_cannot_carry_are_400(
 
     problem = assert_problem(response, 400)
     assert [e["field"] for e in problem["errors"]] == [field]
+
+
+# -- what a SQL step's query may hold depends on its connection's database -------------------
+
+SQL_CONNECTIONS = {
+    "connections": {
+        "lite": "sqlite+aiosqlite:///./never-opened.db",
+        "pg": "postgresql+asyncpg://postgres@127.0.0.1:5432/never_opened",
+        "maria": "mysql+aiomysql://root@127.0.0.1:3306/never_opened",
+        "ms": "mssql+aioodbc://jobs:pw@127.0.0.1:1/sales?driver=FreeTDS",
+        "ms_ro": {
+            "url": "mssql+aioodbc://jobs:pw@127.0.0.1:1/sales?driver=FreeTDS",
+            "read_only": True,
+        },
+    }
+}
+BATCHES = "SELECT 1 AS a\nGO\nSELECT 2 AS b\n"
+
+
+def sql_job(connection: str, query: str = BATCHES, **fields: Any) -> dict[str, Any]:
+    step = {"step_id": "q", "type": "sql", "connection_name": connection, "query": query}
+    return job_with(steps=[{**step, **fields}])
+
+
+@pytest.mark.parametrize("settings", [SQL_CONNECTIONS], indirect=True)
+@pytest.mark.parametrize(
+    ("connection", "name"), [("lite", "SQLite"), ("pg", "PostgreSQL"), ("maria", "MariaDB/MySQL")]
+)
+@pytest.mark.parametrize("route", ["execute", "store"])
+async def test_a_go_line_is_400_outside_sql_server(
+    client: httpx.AsyncClient, connection: str, name: str, route: str
+) -> None:
+    job = sql_job(connection)
+    response = await (
+        client.post(EXECUTE, json=job)
+        if route == "execute"
+        else client.post("/api/v2/jobs", json=job)
+    )
+
+    problem = assert_problem(response, 400)
+    (error,) = problem["errors"]
+    assert error["field"] == "steps[0].query"
+    assert error["message"].startswith("line 2: GO separates T-SQL batches")
+    assert f"on {name} it would become part of the statement" in error["message"]
+    if route == "store":
+        assert (await client.get("/api/v2/jobs/bad-input")).status_code == 404  # nothing kept
+
+
+@pytest.mark.parametrize("settings", [SQL_CONNECTIONS], indirect=True)
+async def test_a_second_statement_is_400_on_postgresql(client: httpx.AsyncClient) -> None:
+    job = sql_job("pg", "INSERT INTO t VALUES (1);\nDELETE FROM t")
+
+    problem = assert_problem(await client.post(EXECUTE, json=job), 400)
+
+    assert [e["field"] for e in problem["errors"]] == ["steps[0].query"]
+    assert (
+        "more than one statement (another one starts on line 2" in problem["errors"][0]["message"]
+    )
+
+
+@pytest.mark.parametrize("settings", [SQL_CONNECTIONS], indirect=True)
+async def test_go_batches_are_accepted_on_a_sql_server_connection(
+    client: httpx.AsyncClient,
+) -> None:
+    job = sql_job("ms", BATCHES + "GO 3 -- again\nSELECT 3", transaction=False)
+
+    response = await client.post("/api/v2/jobs", json=job)
+
+    assert response.status_code == 201, response.text
+    stored = (await client.get("/api/v2/jobs/bad-input")).json()
+    assert stored["steps"][0]["transaction"] is False
+    assert stored["warnings"] == []
+
+
+@pytest.mark.parametrize("settings", [SQL_CONNECTIONS], indirect=True)
+async def test_sql_server_problems_are_400_all_at_once(client: httpx.AsyncClient) -> None:
+    job = job_with(
+        steps=[
+            {"step_id": "a", "type": "sql", "connection_name": "ms", "query": "SELECT 1\nGO x"},
+            {
+                "step_id": "b",
+                "type": "sql",
+                "connection_name": "ms_ro",
+                "query": "SELECT 1",
+                "transaction": False,
+            },
+            {"step_id": "c", "type": "sql", "connection_name": "lite", "query": "SELECT 1\ngo"},
+        ]
+    )
+
+    problem = assert_problem(await client.post("/api/v2/jobs", json=job), 400)
+
+    assert [e["field"] for e in problem["errors"]] == [
+        "steps[0].query",
+        "steps[1].transaction",
+        "steps[2].query",
+    ]
+    assert problem["errors"][0]["message"].startswith("line 2: GO must stand alone")

@@ -523,6 +523,9 @@ async def test_multiple_statements_are_refused_and_nothing_is_kept(h: Harness, t
     )
 
     assert result.status is StepStatus.FAILED
+    assert (result.error_message or "").startswith(
+        "step.query: holds more than one statement (another one starts on line 1"
+    )  # the service's words, not the driver's
     assert await h.admin(f"SELECT id FROM {table}") == []
 
 

@@ -10,7 +10,7 @@ from . import goto
 
 class SqlStepConfig(StepConfigBase):
     """
-    Runs one SQL statement on a server-side configured connection (V2_CONNECTIONS). Parameters are always bound, never formatted into the SQL text.
+    Runs one SQL statement (on SQL Server: one or more T-SQL batches separated by GO lines) on a server-side configured connection (V2_CONNECTIONS). Parameters are always bound, never formatted into the SQL text.
     """
 
     model_config = ConfigDict(
