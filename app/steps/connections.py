@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from app.domain.errors import ConfigurationError, FieldError
 from app.sqlpool import ping_when_idle, pool_options
-from app.steps.mssql import MssqlSession, connect_url, read_spid
+from app.steps.mssql import MssqlSession, connect_url, own_threads, read_spid
 
 # Options a connection entry may carry besides its URL, passed to create_async_engine.
 _ENGINE_OPTIONS = {
@@ -166,6 +167,7 @@ class ConnectionRegistry:
         self._pool_size = pool_size
         self._engines: dict[str, AsyncEngine] = {}
         self._control_engines: dict[str, AsyncEngine] = {}
+        self._executors: list[ThreadPoolExecutor] = []  # SQL Server engines' driver threads
         self._lock = asyncio.Lock()
 
     def names(self) -> list[str]:
@@ -187,6 +189,9 @@ class ConnectionRegistry:
             options = pool_options(cfg.dialect, self._pool_size, cfg.engine_options)
             if cfg.autocommit:
                 options["isolation_level"] = "AUTOCOMMIT"
+            if cfg.family == "mssql":
+                threads = int(options.get("pool_size", 5)) + int(options.get("max_overflow", 10))
+                self._executors.append(own_threads(options, threads, name))
             engine = create_async_engine(cfg.engine_url, **options)
             if cfg.dialect != "sqlite" and not options.get("pool_pre_ping"):
                 ping_when_idle(engine)
@@ -201,6 +206,8 @@ class ConnectionRegistry:
         if engine is None:
             cfg = self.config(name)
             options = {k: v for k, v in cfg.engine_options.items() if k == "connect_args"}
+            if cfg.family == "mssql":
+                self._executors.append(own_threads(options, 2, f"{name}-control"))
             engine = create_async_engine(
                 cfg.engine_url, poolclass=NullPool, isolation_level="AUTOCOMMIT", **options
             )
@@ -209,9 +216,12 @@ class ConnectionRegistry:
 
     async def dispose(self) -> None:
         engines = [*self._engines.values(), *self._control_engines.values()]
+        executors, self._executors = self._executors, []
         self._engines, self._control_engines = {}, {}
         for engine in engines:
             await engine.dispose()
+        for executor in executors:
+            executor.shutdown(wait=False)
 
 
 # -- stopping work on a pooled connection from outside it ---------------------------------------

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,6 +119,22 @@ def driver_problem(url: URL) -> str | None:
     return None
 
 
+# -- threads ---------------------------------------------------------------------------------------
+
+# SQLCancel must not wait for a free thread: the statements it would stop may hold them all.
+_CANCEL_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mssql-cancel")
+
+
+def own_threads(options: dict[str, Any], threads: int, name: str) -> ThreadPoolExecutor:
+    """Give an engine's aioodbc connections a thread pool of their own (``threads``: one per
+    connection the pool may open), set in ``options["connect_args"]``. aioodbc runs every
+    pyodbc call on the loop's default executor otherwise, where blocked statements would
+    starve each other, ``asyncio.to_thread`` users and their own cancel."""
+    executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix=f"mssql-{name}")
+    options["connect_args"] = {**dict(options.get("connect_args") or {}), "executor": executor}
+    return executor
+
+
 # -- the session: cancel from outside -------------------------------------------------------------
 
 
@@ -137,12 +154,12 @@ class MssqlSession:
     running: _CancellableCursor | None = field(default=None, repr=False)
 
     async def cancel(self) -> None:
-        """ODBC ``SQLCancel`` on the running cursor, from a worker thread (the statement's own
+        """ODBC ``SQLCancel`` on the running cursor, from a thread of its own (the statement's
         thread is blocked in the driver). Nothing to do between batches: the step checks for
         its abort before it starts the next one."""
         cursor = self.running
         if cursor is not None:
-            await asyncio.to_thread(cursor.cancel)
+            await asyncio.get_running_loop().run_in_executor(_CANCEL_THREADS, cursor.cancel)
 
     def kill_statement(self) -> str | None:
         """``KILL <spid>`` for a control connection (the last resort), or None."""

@@ -32,6 +32,7 @@ import enum
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Kind(enum.Enum):
@@ -43,8 +44,7 @@ class Kind(enum.Enum):
     PUNCT = "punct"  # any other single character
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):  # a tuple: a long query has tens of thousands of them
     kind: Kind
     text: str
     start: int  # offset in the query
@@ -55,27 +55,82 @@ class Token:
         return self.start + len(self.text)
 
 
-_WORD = re.compile(r"[^\W]+|@@?\w*|#+\w*", re.UNICODE)
-_SPACE = re.compile(r"[ \t\f\v]+")
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+def _quoted(open_: str, close: str, *, backslash: bool) -> str:
+    """A quoted run (a doubled closing character escapes it; unterminated: to the end)."""
+    o, c = re.escape(open_), re.escape(close)
+    body = rf"[^{c}\\]|\\.|{c}{c}" if backslash else rf"[^{c}]|{c}{c}"
+    return rf"{o}(?:{body})*(?:{c}|\Z)"
 
 
-@dataclass(frozen=True)
-class _Rules:
-    quotes: str  # characters that open a quoted run closed by the same character
-    brackets: bool  # [ .. ] quoted identifiers
-    backslash: str  # quote characters inside which a backslash escapes the next character
-    hash_comments: bool
-    nested_comments: bool
-    dollar_quotes: bool
-    escape_strings: bool  # E'..' with backslash escapes
+_COMMON = {
+    "newline": r"\r\n|\r|\n",
+    "space": r"[ \t\f\v]+",
+    "line_comment": r"--[^\r\n]*",
+}
+_WORD = {"word": r"@@?\w*|#+\w*|\w+", "punct": r"."}
+_FLAT_BLOCK = {"block_comment": r"/\*.*?(?:\*/|\Z)"}
+_NESTED_BLOCK = {"nested_comment": r"/\*"}  # its end is found by _nested_comment_end
 
 
-_RULES = {
-    "mssql": _Rules("'\"", True, "", False, True, False, False),
-    "postgresql": _Rules("'\"", False, "", False, True, True, True),
-    "mysql": _Rules("'\"`", False, "'\"", True, False, False, False),
-    "sqlite": _Rules("'\"`", True, "", False, False, False, False),
+def _lexer(*parts: dict[str, str]) -> re.Pattern[str]:
+    merged = {k: v for part in parts for k, v in part.items()}
+    return re.compile("|".join(f"(?P<{k}>{v})" for k, v in merged.items()), re.DOTALL)
+
+
+_LEXERS = {
+    "mssql": _lexer(
+        _COMMON,
+        _NESTED_BLOCK,
+        {
+            "string": _quoted("'", "'", backslash=False),
+            "ident": _quoted('"', '"', backslash=False),
+            "bracket": _quoted("[", "]", backslash=False),
+        },
+        _WORD,
+    ),
+    "postgresql": _lexer(
+        _COMMON,
+        _NESTED_BLOCK,
+        {
+            "dollar": r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$",  # its end is the same tag again
+            "escape_string": r"(?<![\w$])[eE]" + _quoted("'", "'", backslash=True),
+            "string": _quoted("'", "'", backslash=False),
+            "ident": _quoted('"', '"', backslash=False),
+        },
+        _WORD,
+    ),
+    "mysql": _lexer(
+        _COMMON,
+        {"hash_comment": r"#[^\r\n]*"},
+        _FLAT_BLOCK,
+        {
+            "string": _quoted("'", "'", backslash=True),
+            "ident": _quoted('"', '"', backslash=True),
+            "backtick": _quoted("`", "`", backslash=False),
+        },
+        _WORD,
+    ),
+    "sqlite": _lexer(
+        _COMMON,
+        _FLAT_BLOCK,
+        {
+            "string": _quoted("'", "'", backslash=False),
+            "ident": _quoted('"', '"', backslash=False),
+            "backtick": _quoted("`", "`", backslash=False),
+            "bracket": _quoted("[", "]", backslash=False),
+        },
+        _WORD,
+    ),
+}
+_KINDS = {
+    "newline": Kind.NEWLINE,
+    "space": Kind.SPACE,
+    "line_comment": Kind.COMMENT,
+    "hash_comment": Kind.COMMENT,
+    "block_comment": Kind.COMMENT,
+    "nested_comment": Kind.COMMENT,
+    "word": Kind.WORD,
+    "punct": Kind.PUNCT,
 }
 
 
@@ -84,84 +139,37 @@ def tokens(query: str, family: str) -> Iterator[Token]:
 
     An unterminated string or comment runs to the end of the text.
     """
-    rules = _RULES.get(family, _RULES["sqlite"])
+    lexer = _LEXERS.get(family, _LEXERS["sqlite"])
     i, line, n = 0, 1, len(query)
     while i < n:
-        c = query[i]
-        if c == "\n" or c == "\r":
-            j = i + 2 if query.startswith("\r\n", i) else i + 1
-            kind = Kind.NEWLINE
-        elif (m := _SPACE.match(query, i)) is not None:
-            j, kind = m.end(), Kind.SPACE
-        elif query.startswith("--", i) or (c == "#" and rules.hash_comments):
-            j, kind = _line_end(query, i), Kind.COMMENT
-        elif query.startswith("/*", i):
-            j, kind = _block_comment_end(query, i, nested=rules.nested_comments), Kind.COMMENT
-        elif c in rules.quotes:
-            j, kind = _quoted_end(query, i, c, backslash=c in rules.backslash), Kind.QUOTED
-        elif c == "[" and rules.brackets:
-            j, kind = _quoted_end(query, i, "]", backslash=False), Kind.QUOTED
-        elif c == "$" and rules.dollar_quotes and (m := _DOLLAR_TAG.match(query, i)):
-            close = query.find(m.group(), m.end())
+        m = lexer.match(query, i)
+        assert m is not None  # "punct" matches any character
+        group = m.lastgroup or "punct"
+        j = m.end()
+        if group == "nested_comment":
+            j = _nested_comment_end(query, i)
+        elif group == "dollar":
+            close = query.find(m.group(), j)
             j = n if close < 0 else close + len(m.group())
-            kind = Kind.QUOTED
-        elif (
-            rules.escape_strings
-            and c in "eE"
-            and query.startswith("'", i + 1)
-            and not _word_before(query, i)
-        ):
-            j, kind = _quoted_end(query, i + 1, "'", backslash=True), Kind.QUOTED
-        elif (m := _WORD.match(query, i)) is not None and m.end() > i:
-            j, kind = m.end(), Kind.WORD
-        else:
-            j, kind = i + 1, Kind.PUNCT
         text = query[i:j]
-        yield Token(kind, text, i, line)
-        line += text.count("\n") + (text.count("\r") - text.count("\r\n"))
+        yield Token(_KINDS.get(group, Kind.QUOTED), text, i, line)
+        if group == "newline":
+            line += 1
+        elif "\n" in text or "\r" in text:
+            line += text.count("\n") + text.count("\r") - text.count("\r\n")
         i = j
 
 
-def _word_before(query: str, i: int) -> bool:
-    return i > 0 and (query[i - 1].isalnum() or query[i - 1] in "_$")
+_COMMENT_MARK = re.compile(r"/\*|\*/")
 
 
-def _line_end(query: str, i: int) -> int:
-    ends = [p for p in (query.find("\n", i), query.find("\r", i)) if p >= 0]
-    return min(ends) if ends else len(query)
-
-
-def _block_comment_end(query: str, i: int, *, nested: bool) -> int:
-    depth, j, n = 0, i, len(query)
-    while j < n:
-        if query.startswith("/*", j) and (nested or depth == 0):
-            depth += 1
-            j += 2
-        elif query.startswith("*/", j):
-            depth -= 1
-            j += 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    return n
-
-
-def _quoted_end(query: str, i: int, close: str, *, backslash: bool) -> int:
-    """End of the quoted run opened at ``i``; a doubled closing character is an escape."""
-    j, n = i + 1, len(query)
-    while j < n:
-        c = query[j]
-        if backslash and c == "\\":
-            j += 2
-        elif c == close:
-            if query.startswith(close, j + 1):
-                j += 2
-            else:
-                return j + 1
-        else:
-            j += 1
-    return n
+def _nested_comment_end(query: str, i: int) -> int:
+    depth = 0
+    for m in _COMMENT_MARK.finditer(query, i):
+        depth += 1 if m.group() == "/*" else -1
+        if depth == 0:
+            return m.end()
+    return len(query)
 
 
 # -- lines ------------------------------------------------------------------------------------
@@ -237,8 +245,19 @@ def go_line(line: CodeLine) -> GoLine | None:
     )
 
 
+# Without a line like this, a text has no GO line (checked first: lexing is the slow part).
+_MAYBE_GO = re.compile(r"^[ \t\f\v]*go(?!\w)", re.IGNORECASE | re.MULTILINE)
+
+
+def may_have_go_lines(query: str) -> bool:
+    """False when ``query`` certainly has no ``GO`` line (no line starts with the word)."""
+    return _MAYBE_GO.search(query.replace("\r", "\n")) is not None
+
+
 def go_lines(query: str, family: str) -> list[GoLine]:
     """The ``GO`` command lines of ``query`` read with ``family``'s quoting rules."""
+    if not may_have_go_lines(query):
+        return []
     return [g for line in code_lines(query, family) if (g := go_line(line)) is not None]
 
 
@@ -249,11 +268,14 @@ def go_lines(query: str, family: str) -> list[GoLine]:
 _TRANSACTION_WORDS = {"TRANSACTION", "WORK", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"}
 # END IF / END LOOP ... close blocks this check does not count.
 _UNCOUNTED_ENDS = {"IF", "LOOP", "WHILE", "REPEAT", "FOR"}
+_SEMICOLON_THEN_TEXT = re.compile(r";[\s;]*[^\s;]")
 
 
 def second_statement_line(query: str, family: str) -> int | None:
     """The line where a second statement starts after a ``;`` (outside strings, comments and
     compound ``BEGIN ... END`` bodies), or None when ``query`` is one statement."""
+    if _SEMICOLON_THEN_TEXT.search(query) is None:  # no ';' before more text: one statement
+        return None
     code = [
         t for t in tokens(query, family) if t.kind not in (Kind.SPACE, Kind.NEWLINE, Kind.COMMENT)
     ]

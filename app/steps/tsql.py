@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.steps.sql_text import Kind, code_lines, go_line, tokens
+from app.steps.sql_text import Kind, code_lines, go_line, may_have_go_lines, tokens
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ def split_batches(query: str) -> list[Batch]:
         BatchSyntaxError: a ``GO`` line has something other than a count and a comment
     """
     batches: list[Batch] = []
+    if not may_have_go_lines(query):  # the common case, without lexing every line
+        _append(batches, query, 1, 1)
+        return batches
     problems: list[str] = []
     start, first_line = 0, 1
     for line in code_lines(query, "mssql"):

@@ -13,6 +13,7 @@ import struct
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -289,3 +290,27 @@ async def test_a_go_line_sqlcmd_refuses_fails_the_step_before_connecting(ms: Run
     assert result.status is StepStatus.FAILED
     assert (result.error_message or "").startswith("step.query: line 2: GO must stand alone")
     assert ms.server.of("connect") == []
+
+
+async def test_cancel_gets_through_when_every_default_thread_is_busy(ms: Runner) -> None:
+    """A SQL Server engine's driver calls and its cancel run on threads of their own: blocked
+    statements never wait for, or starve, the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than it has
+    own = ThreadPoolExecutor(max_workers=1)
+    try:
+        step = ms.step("WAITFOR DELAY '01:00:00'")
+        task = asyncio.create_task(step.run(), name="waitfor-step")
+        assert await loop.run_in_executor(own, ms.server.waiting.wait, 30)
+
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+        own.shutdown()
+
+    assert ms.server.of("cancel")
+    assert not [e for e in ms.server.of("execute") if e.detail[0].startswith("KILL")]
