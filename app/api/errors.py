@@ -32,6 +32,7 @@ from app.domain.business_calendars import (
 from app.domain.errors import (
     CancellationError,
     ConfigurationError,
+    DisabledJobError,
     EngineNotRunningError,
     ExecutionEngineError,
     ExecutionFinishedError,
@@ -123,6 +124,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidRequestError, 400, "invalid-request"),
     (InvalidScheduleError, 400, "invalid-schedule"),
     (ConfigurationError, 400, "invalid-job"),
+    (DisabledJobError, 400, "job-disabled"),
     (SchedulingError, 400, "invalid-schedule"),
 )
 

@@ -11,6 +11,7 @@ not match the schema, see ``job_rules``).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import shutil
@@ -134,6 +135,25 @@ class JobParser:
             f"({self.resources.powershell_executable!r} not found, V2_POWERSHELL_EXECUTABLE): "
             "PowerShell steps fail until it is"
         )
+
+    def server_schema(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        """A step type's JSON schema with this server's limits in place of the contract's
+        ceilings: the query/script length (V2_MAX_SCRIPT_CHARS) and the step timeout
+        (V2_MAX_TIMEOUT_SECONDS) that ``policy_errors`` enforces."""
+        out = copy.deepcopy(dict(schema))
+        properties = out.get("properties") or {}
+        for name in SCRIPT_FIELDS:
+            prop = properties.get(name)
+            if isinstance(prop, dict):
+                prop["maxLength"] = min(
+                    prop.get("maxLength", self.max_script_chars), self.max_script_chars
+                )
+        timeout = properties.get("timeout")
+        if isinstance(timeout, dict):
+            timeout["maximum"] = min(
+                timeout.get("maximum", self.max_timeout_seconds), self.max_timeout_seconds
+            )
+        return out
 
     def policy_errors(self, job: JobDefinition) -> list[FieldError]:
         """What this server can run: connections it has (V2_CONNECTIONS), ``$from``

@@ -8,6 +8,7 @@ boolean) and forbid unknown fields, so the server accepts exactly what the contr
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 
 from app.api.job_rules import job_problems, with_domain_problems
 from app.api.notifications_schemas import NotificationRuleCreate, OverdueJobRead
-from app.domain.enums import JobStatus, StepStatus
+from app.domain.enums import JobStatus, StepStatus, Trigger
 from app.domain.generated.schedule_config import ScheduleConfig
 from app.domain.timeutil import is_valid_timezone
 from app.steps.generated import powershell as _powershell
@@ -265,9 +266,31 @@ class StepExecutionRead(BaseModel):
     start_time: datetime | None = None
     end_time: datetime | None = None
     duration_seconds: float = 0.0
-    output: str | None = Field(None, description="The step's output (stdout, result rows).")
+    output: str | list[dict[str, Any]] | None = Field(
+        None,
+        description="What the step produced. Shell and PowerShell steps: their stdout, as "
+        "text. SQL steps: the rows the statement returned, as JSON objects keyed by column "
+        '(`[{"id": 1}]`; capped, see `metadata.truncated`), or null for a statement that '
+        "returns no rows or with `fetch_results: false`.",
+    )
     error_message: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sql_rows_as_json(cls, data: Any) -> Any:
+        """A SQL step's rows are kept as JSON text (the spec's ``output: str``); a client
+        gets them as JSON, not as a string it has to parse again."""
+        if isinstance(data, dict) and data.get("step_type") == "sql":
+            text = data.get("output")
+            if isinstance(text, str):
+                try:
+                    rows = json.loads(text)
+                except ValueError:
+                    return data
+                if isinstance(rows, list):
+                    data = {**data, "output": rows}
+        return data
 
 
 class AttemptRead(BaseModel):
@@ -304,9 +327,12 @@ class ExecutionRead(BaseModel):
     error_message: str | None = None
     retry_count: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
-    trigger: str | None = Field(
+    trigger: Trigger | None = Field(
         None,
-        description="How it started: `now`, `queued`, `scheduled`, `schedule` or `backfill`.",
+        description="How it started: `now` (run at once and awaited: execute, a stored "
+        "job's run), `queued` (queued at once in its timezone), `scheduled` (a one-off run "
+        "at a set time, or the retry of an execution a dead node left), `schedule` (a fire "
+        "of a stored job's recurring schedule) or `backfill` (a past fire run on request).",
     )
     current_step: str | None = Field(None, description="The step running now, if any.")
     scheduled_for: datetime | None = Field(None, description="When a scheduled run was due.")

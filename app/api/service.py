@@ -62,6 +62,7 @@ from app.domain.enums import JobStatus
 from app.domain.errors import (
     CancellationError,
     ConfigurationError,
+    DisabledJobError,
     ExecutionEngineError,
     ExecutionFinishedError,
     ExecutionNotFoundError,
@@ -189,6 +190,8 @@ class ModernJobAPI:
         """Start ``job`` now without waiting for it to end."""
         definition = self.parser.parse(job)
         self.parser.check_connection_access(definition, requested_by)
+        if not definition.enabled:
+            raise DisabledJobError(definition.job_id)
         execution = await self.engine.submit_now(definition, requested_by=requested_by)
         return ExecutionAcceptedRead(
             execution_id=execution.execution_id,
@@ -373,10 +376,11 @@ class ModernJobAPI:
         )
 
     def step_types(self) -> StepTypeListRead:
-        """Every registered step type with the JSON schema of its configuration."""
+        """Every registered step type with the JSON schema of its configuration, carrying
+        this server's limits (V2_MAX_SCRIPT_CHARS, V2_MAX_TIMEOUT_SECONDS)."""
         out = []
         for step_type in StepFactory.get_available_step_types():
-            schema = StepFactory.get_step_schema(step_type)
+            schema = self.parser.server_schema(StepFactory.get_step_schema(step_type))
             out.append(
                 StepTypeRead(
                     type=step_type,

@@ -22,6 +22,24 @@ class JobStatus(StrEnum):
         return self in _TERMINAL_JOB
 
 
+class Trigger(StrEnum):
+    """How an execution came to be: the ``trigger`` of every execution, scheduled run,
+    metric label and notification, spelled the same everywhere."""
+
+    #: Run at once and awaited: ``POST /jobs/execute``, ``POST /jobs/{job_id}/run``,
+    #: ``execute_job_now``.
+    NOW = "now"
+    #: Queued at once in its timezone's queue (``add_immediate_job``).
+    QUEUED = "queued"
+    #: A one-off run at a set time (``POST /jobs/schedule``, ``schedule_job``), and the
+    #: retry of an execution interrupted by a node that died (``metadata.retry_of``).
+    SCHEDULED = "scheduled"
+    #: A fire of a stored job's recurring schedule (``schedule_config`` / ``schedules``).
+    SCHEDULE = "schedule"
+    #: A past fire of a stored job's schedule, run on request (``POST /jobs/{id}/backfill``).
+    BACKFILL = "backfill"
+
+
 class StepStatus(StrEnum):
     """Step execution status states"""
 

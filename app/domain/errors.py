@@ -29,6 +29,19 @@ class SchedulingError(ExecutionEngineError):
         super().__init__(message)
 
 
+class DisabledJobError(SchedulingError):
+    """A job with ``enabled: false`` was given to run now or at a set time: a disabled job
+    does not run (a stored one may still be run by hand, ``POST /jobs/{job_id}/run``)."""
+
+    def __init__(self, job_id: str, *, field: str = "enabled") -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"job {job_id!r} is disabled (enabled: false) and does not run, now or at a set "
+            "time; set enabled to true (or leave it out)",
+            field=field,
+        )
+
+
 class StepExecutionError(ExecutionEngineError):
     """Error during step execution"""
 

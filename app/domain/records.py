@@ -17,17 +17,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from app.domain.enums import JobStatus
+from app.domain.enums import JobStatus, Trigger
 from app.domain.errors import ConfigurationError, FieldError, SchedulingError
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.timeutil import parse_iso
 
-#: How an execution came to be.
-TRIGGER_NOW = "now"  # execute_job_now / execute endpoint
-TRIGGER_QUEUED = "queued"  # add_immediate_job: waits in its timezone queue
-TRIGGER_SCHEDULED = "scheduled"  # schedule_job: one-off at a set time
-TRIGGER_SCHEDULE = "schedule"  # fired by a recurring schedule_config
-TRIGGER_BACKFILL = "backfill"  # a past fire of the schedule, run on request (backfill)
+#: How an execution came to be (see ``Trigger``).
+TRIGGER_NOW = Trigger.NOW
+TRIGGER_QUEUED = Trigger.QUEUED
+TRIGGER_SCHEDULED = Trigger.SCHEDULED
+TRIGGER_SCHEDULE = Trigger.SCHEDULE
+TRIGGER_BACKFILL = Trigger.BACKFILL
 
 #: Output kept per step; longer output is cut and flagged (``output_truncated``).
 DEFAULT_MAX_OUTPUT_CHARS = 1_000_000

@@ -15,6 +15,7 @@ from typing import Any
 from app.domain.cluster import NodeInfo
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.errors import (
+    DisabledJobError,
     EngineNotRunningError,
     ExecutionEngineError,
     SchedulingError,
@@ -25,6 +26,7 @@ from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionRe
 from app.domain.timeutil import utc_now
 from app.engine import env_defaults as env
 from app.engine.env_defaults import EnvFloat, EnvInt
+from app.engine.execution_log import log_cancel
 from app.engine.jobs import JobService
 from app.engine.memory_store import InMemoryExecutionStore
 from app.engine.node import ClusterNode
@@ -376,8 +378,11 @@ class NewExecutionEngine:
 
         Raises:
             ExecutionEngineError: If execution fails to start (ConfigurationError for an
-                invalid job, EngineNotRunningError when stopped)
+                invalid job, DisabledJobError for ``enabled: false``, EngineNotRunningError
+                when stopped)
         """
+        if not job.enabled:
+            raise DisabledJobError(job.job_id)
         # The caller waits for the result, whose durable write covers the PENDING row.
         execution = await self.submit_now(job, requested_by=requested_by, durable=False)
         return await asyncio.shield(execution.done)
@@ -440,7 +445,7 @@ class NewExecutionEngine:
         """``SchedulingError`` (naming the field) when ``job`` may not be scheduled at
         ``instant``: disabled, or the instant is in the past."""
         if not job.enabled:
-            raise SchedulingError(f"job {job.job_id!r} is disabled", field="job.enabled")
+            raise DisabledJobError(job.job_id, field="job.enabled")
         now = self._clock()
         if instant < now - self.schedule_grace:
             raise SchedulingError(
@@ -506,16 +511,20 @@ class NewExecutionEngine:
             if cancelled_by is not None:
                 execution.result.metadata["cancelled_by"] = cancelled_by
             execution.context.request_cancel()
+            job_id = execution.job.job_id
             if execution.task is None:
                 queue = self._queues.get(execution.job.timezone)
                 if queue is not None and queue.remove_waiting(execution_id):
+                    log_cancel(job_id, execution_id, cancelled_by, "queued")
                     await self.finish_unstarted(execution, "cancelled before it started")
                     return True
                 if execution.execution_id in self._dispatching:
                     # Being handed to its queue: the dispatcher sees the request and ends it.
+                    log_cancel(job_id, execution_id, cancelled_by, "starting")
                     await asyncio.shield(execution.done)
                     return True
                 return False
+            log_cancel(job_id, execution_id, cancelled_by, "running")
             execution.task.cancel()
             await asyncio.shield(execution.done)
             return True
@@ -523,6 +532,7 @@ class NewExecutionEngine:
         if await self.store.cancel_scheduled_run(
             execution_id, cancelled_by=cancelled_by, claimed_by=self.owner if held else None
         ):
+            log_cancel(await self._job_id_of(execution_id), execution_id, cancelled_by, "scheduled")
             return True
         return await self._cancel_elsewhere(execution_id, cancelled_by)
 
@@ -534,6 +544,9 @@ class NewExecutionEngine:
         owner = await self.store.request_cancel(execution_id, cancelled_by)
         if owner is None or owner == self.owner:
             return False  # finished, or ours and already ending (it is not live here)
+        log_cancel(
+            await self._job_id_of(execution_id), execution_id, cancelled_by, f"on node {owner}"
+        )
         deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             stored = await self.store.get_execution(execution_id)
@@ -547,6 +560,10 @@ class NewExecutionEngine:
             CANCEL_WAIT_SECONDS,
         )
         return True  # asked: the owner carries it out (or recovery does, if it is dead)
+
+    async def _job_id_of(self, execution_id: str) -> str | None:
+        stored = await self.store.get_execution(execution_id)
+        return stored.job_id if stored is not None else None
 
     async def wait_for(self, execution_id: str) -> JobExecutionResult | None:
         """Wait until a live execution ends; the stored result for others."""

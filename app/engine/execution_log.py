@@ -1,6 +1,6 @@
-"""One INFO line per ended execution and per fire of a schedule that did not run, with the
-facts as fields (``extra=``: ``V2_LOG_FORMAT=json`` puts them in the JSON object). Retries
-are logged by the runner, notification attempts by their dispatcher."""
+"""One INFO line per ended execution, per retry, per cancel request and per fire of a
+schedule that did not run, with the facts as fields (``extra=``: ``V2_LOG_FORMAT=json`` puts
+them in the JSON object). Notification attempts are logged by their dispatcher."""
 
 from __future__ import annotations
 
@@ -51,3 +51,42 @@ class ExecutionLog:
                 "reason": fire.reason,
             },
         )
+
+
+def log_retry(
+    job_id: str, execution_id: str, attempt: int, error: str | None, delay: float
+) -> None:
+    """A failed attempt of an execution that will run again (``max_retries``)."""
+    log.info(
+        "execution retry job_id=%s execution_id=%s attempt=%d delay=%.1fs error=%s",
+        job_id,
+        execution_id,
+        attempt,
+        delay,
+        error,
+        extra={
+            "job_id": job_id,
+            "execution_id": execution_id,
+            "attempt": attempt,
+            "retry_delay_seconds": delay,
+            "error": error,
+        },
+    )
+
+
+def log_cancel(job_id: str | None, execution_id: str, cancelled_by: str | None, state: str) -> None:
+    """A cancel request that was carried out or passed on: ``state`` is what the execution
+    was (``running``, ``queued``, ``scheduled``, ``on node <id>``)."""
+    log.info(
+        "execution cancel job_id=%s execution_id=%s by=%s state=%s",
+        job_id,
+        execution_id,
+        cancelled_by,
+        state,
+        extra={
+            "job_id": job_id,
+            "execution_id": execution_id,
+            "cancelled_by": cancelled_by,
+            "state": state,
+        },
+    )

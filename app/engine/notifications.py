@@ -33,7 +33,7 @@ from app.domain.notifications import (
     event_id,
     parse_rules,
 )
-from app.domain.records import ExecutionQuery
+from app.domain.records import TRIGGER_SCHEDULE, ExecutionQuery
 from app.domain.timeutil import iso, utc_now
 from app.engine.ports import ExecutionStore
 
@@ -218,7 +218,7 @@ class Notifier:
             timezone=job.timezone,
             error_message=reason,
             metadata={
-                "trigger": "schedule",
+                "trigger": TRIGGER_SCHEDULE,
                 "scheduled_for": iso(scheduled_for),
             },
         )
@@ -253,7 +253,7 @@ class Notifier:
             status=JobStatus.PENDING,
             timezone=job.timezone,
             error_message=reason,
-            metadata={"trigger": "schedule", "scheduled_for": next_fire_at.isoformat()},
+            metadata={"trigger": TRIGGER_SCHEDULE, "scheduled_for": next_fire_at.isoformat()},
         )
         messages = [
             self._message("missed", rule, job, result, {"reason": reason})

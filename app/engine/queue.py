@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.domain.enums import JobStatus
-from app.domain.errors import ConfigurationError, FieldError
+from app.domain.errors import ConfigurationError, DisabledJobError, FieldError
 from app.domain.models import JobDefinition
 from app.domain.timeutil import get_zone, resolve_local
 from app.engine.ports import TRIGGER_QUEUED
@@ -129,6 +129,8 @@ class TimezoneJobQueue:
         Returns:
             Execution ID
         """
+        if not job.enabled:
+            raise DisabledJobError(job.job_id)
         execution = await self.engine.new_execution(job, TRIGGER_QUEUED)
         self.enqueue(execution)
         return execution.execution_id

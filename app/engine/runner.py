@@ -40,6 +40,7 @@ from app.domain.models import (
 from app.domain.records import sanitize_fields
 from app.domain.timeutil import utc_now
 from app.engine.events import EventPublishingStore
+from app.engine.execution_log import log_retry
 from app.engine.ports import ExecutionStore
 from app.steps.base import ExecutionStep
 from app.steps.context import ExecutionContext
@@ -186,13 +187,7 @@ class JobRunner:
                 result.status = JobStatus.RETRYING
                 result.metadata["next_retry_delay_seconds"] = delay
                 await self._queue_write(self.store.record_job(result, durable=False))
-                log.info(
-                    "execution %s attempt %d %s; retrying in %.1fs",
-                    execution.execution_id,
-                    attempt,
-                    result.error_message,
-                    delay,
-                )
+                log_retry(job.job_id, execution.execution_id, attempt, result.error_message, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
             if not ctx.is_cancelled():
@@ -377,7 +372,13 @@ class JobRunner:
         numbers = {"attempt": attempt, "run": run, "step_attempt": step_attempt}
         if previous is not None:
             reused = dataclasses.replace(
-                previous, metadata={**previous.metadata, "cached": True, **numbers}
+                previous,
+                metadata={
+                    **previous.metadata,
+                    "cached": True,
+                    "cached_from_attempt": previous.metadata.get("attempt"),
+                    **numbers,
+                },
             )
             result.add_step_result(reused)
             await self._queue_write(
@@ -404,7 +405,6 @@ class JobRunner:
             self.store.record_step(execution.execution_id, final, attempt, durable=False)
         )
         if final.success:
-            final.metadata.setdefault("cached_from_attempt", attempt)
             cached[step_id] = final
         return final
 

@@ -323,6 +323,10 @@ class SqlStep(ExecutionStep):
         affected = rowcount if rowcount is not None and rowcount >= 0 else None
         if not cursor.returns_rows:
             return None, affected
+        if not modifies_rows(str(self.step_config.get("query") or "")):
+            # PostgreSQL and MariaDB report a SELECT's row count as its rowcount: that is
+            # row_count, not rows affected (INSERT ... RETURNING keeps its count).
+            affected = None
         columns = unique_column_names(cursor.keys())
         try:
             if not self.step_config.get("fetch_results", True):
@@ -409,6 +413,20 @@ def query_parameter_names(query: str) -> frozenset[str]:
 @functools.lru_cache(maxsize=1024)
 def _placeholders(query: str) -> frozenset[str]:
     return frozenset(text(query).compile().params)
+
+
+_LEADING_NOISE = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
+_DML = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"})
+
+
+@functools.lru_cache(maxsize=1024)
+def modifies_rows(query: str) -> bool:
+    """Whether ``query`` is a data-changing statement (INSERT, UPDATE, DELETE, MERGE,
+    REPLACE), judged by its first keyword after comments and parentheses. A row-returning
+    statement that is not one (SELECT, WITH, VALUES, SHOW, ...) has no affected rows."""
+    rest = _LEADING_NOISE.sub("", query, count=1)
+    word = re.match(r"[A-Za-z]+", rest)
+    return word is not None and word.group(0).upper() in _DML
 
 
 def parameter_problems(query: str, parameters: Mapping[str, Any]) -> list[str]:

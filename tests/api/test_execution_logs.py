@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.log_format import JsonFormatter
-from tests.api.helpers import shell_job, wait_for
+from tests.api.helpers import execution_status, shell_job, wait_for
 from tests.api.test_metrics import samples
 from tests.support.receivers import webhook_receiver
 
@@ -23,7 +23,8 @@ async def test_a_finished_execution_and_its_retry_are_logged_at_info(
     job = shell_job("logged", "echo oops >&2; exit 5", max_retries=1)
     response = await client.post("/api/v2/jobs/execute", json=job)
     execution_id = response.json()["execution_id"]
-    [finished] = [r for r in caplog.records if r.name == "app.engine.executions"]
+    lines = [r for r in caplog.records if r.name == "app.engine.executions"]
+    [retry, finished] = lines
     assert finished.levelno == logging.INFO
     assert finished.__dict__["job_id"] == "logged"
     assert finished.__dict__["execution_id"] == execution_id
@@ -36,8 +37,45 @@ async def test_a_finished_execution_and_its_retry_are_logged_at_info(
     assert line["execution_id"] == execution_id
     expected = f"execution finished job_id=logged execution_id={execution_id} status=failed"
     assert line["message"].startswith(expected)
-    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
-    assert len(retries) == 1 and retries[0].levelno == logging.INFO
+    assert retry.levelno == logging.INFO
+    assert retry.getMessage().startswith(
+        f"execution retry job_id=logged execution_id={execution_id} attempt=0 delay="
+    )
+    assert retry.__dict__["job_id"] == "logged" and retry.__dict__["attempt"] == 0
+    assert retry.__dict__["error"] == "step 's0' failed: exit code 5: oops"
+
+
+async def test_a_cancel_is_logged_with_its_job_and_who_asked(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    started = await client.post(
+        "/api/v2/jobs/execute", params={"wait": "false"}, json=shell_job("stopme", "sleep 30")
+    )
+    execution_id = started.json()["execution_id"]
+    await wait_for(
+        lambda: execution_status(client, execution_id), lambda e: e["status"] == "running"
+    )
+    later = await client.post(
+        "/api/v2/jobs/schedule",
+        json={"job": shell_job("later"), "scheduled_time": "2035-01-15T09:30:00Z"},
+    )
+    scheduled_id = later.json()["execution_id"]
+
+    for eid in (execution_id, scheduled_id):
+        response = await client.post(f"/api/v2/executions/{eid}/cancel")
+        assert response.status_code == 200, response.text
+
+    cancels = [r for r in caplog.records if r.name == "app.engine.executions" and "cancel" in r.msg]
+    assert [
+        (r.__dict__["job_id"], r.__dict__["execution_id"], r.__dict__["state"]) for r in cancels
+    ] == [
+        ("stopme", execution_id, "running"),
+        ("later", scheduled_id, "scheduled"),
+    ]
+    assert cancels[0].getMessage() == (
+        f"execution cancel job_id=stopme execution_id={execution_id} by=None state=running"
+    )
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ async def test_an_allowed_key_uses_the_connection(
     response = await http.post(EXECUTE, json=sql_job("warehouse"), headers=auth("etl"))
 
     assert response.status_code == 200, response.text
-    assert response.json()["steps"][0]["output"] == '[{"one":1}]'
+    assert response.json()["steps"][0]["output"] == [{"one": 1}]
 
 
 @pytest.mark.parametrize("name", ["intruder", "boss"])  # admin does not bypass allowed_keys
@@ -161,4 +161,4 @@ async def test_a_read_only_connection_refuses_writes(
 
     assert write.status_code == 400
     assert "readonly" in write.json()["steps"][0]["error_message"].lower()
-    assert read.json()["steps"][0]["output"] == '[{"n":0}]'
+    assert read.json()["steps"][0]["output"] == [{"n": 0}]

@@ -427,6 +427,26 @@ async def test_insert_update_delete_report_affected_rows(h: Harness, table: str)
     assert await h.admin(f"SELECT id, v FROM {table} ORDER BY id") == [(2, "z"), (3, "z")]
 
 
+async def test_a_select_affects_no_rows_and_returning_keeps_its_count(
+    h: Harness, table: str
+) -> None:
+    await h.admin(f"CREATE TABLE {table} (id integer PRIMARY KEY)")
+    await h.admin(f"INSERT INTO {table} (id) VALUES (1), (2), (3)")
+
+    selected = await h.run("sel", f"/* rows */ SELECT id FROM {table} ORDER BY id")
+    with_cte = await h.run("cte", f"WITH x AS (SELECT id FROM {table}) SELECT count(*) AS n FROM x")
+    returned = await h.run(
+        "ret", f"-- two rows back\nDELETE FROM {table} WHERE id >= 2 RETURNING id"
+    )
+
+    assert selected.metadata["row_count"] == 3
+    assert selected.metadata["affected_rows"] is None  # PostgreSQL and MariaDB report 3
+    assert with_cte.metadata["affected_rows"] is None
+    assert returned.status is StepStatus.SUCCESS, returned.error_message
+    assert returned.metadata["row_count"] == 2
+    assert returned.metadata["affected_rows"] == 2
+
+
 SEQUENCE = (
     "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {count}) "
     "SELECT n, 'xxxxxxxxxx' AS pad FROM s"
