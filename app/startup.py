@@ -59,6 +59,10 @@ def url_problem(url: str) -> str | None:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
         return f"SQLAlchemy has no dialect {parsed.drivername!r}"
+    if parsed.get_backend_name() == "mssql":  # pyodbc and unixODBC first: a clearer line
+        problem = driver_problem(parsed)
+        if problem:
+            return problem
     try:
         dialect.import_dbapi()
     except ImportError as exc:
@@ -66,8 +70,6 @@ def url_problem(url: str) -> str | None:
             f"the driver of {parsed.drivername!r} is not installed"
             f" ({exc.name or exc}; pip install it)"
         )
-    if parsed.get_backend_name() == "mssql":  # pyodbc, unixODBC and the ODBC driver
-        return driver_problem(parsed)
     return None
 
 

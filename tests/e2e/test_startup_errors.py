@@ -25,6 +25,11 @@ from tests.e2e.server import ROOT, live_server
             {"V2_DATABASE_URL": "mysql+asyncmy://root@db/x"},
             "error: V2_DATABASE_URL: the driver of 'mysql+asyncmy' is not installed",
         ),
+        (
+            {"V2_CONNECTIONS": '{"sales": "mssql+aioodbc://u:pw@h/d?driver=No+Such+Driver"}'},
+            "error: V2_CONNECTIONS.sales: ODBC driver 'No Such Driver' is not registered with "
+            "unixODBC (installed: ",
+        ),
     ],
 )
 def test_a_bad_configuration_is_one_line(

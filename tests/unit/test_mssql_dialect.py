@@ -4,6 +4,7 @@ check behind the start-up line, pyodbc's error shape, and the datetimeoffset con
 from __future__ import annotations
 
 import struct
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -106,6 +107,19 @@ def test_an_unregistered_driver_is_one_clear_line() -> None:
     assert problem.startswith("ODBC driver 'ODBC Driver 18 for SQL Server' is not registered")
     assert "'FreeTDS'" in problem  # what is installed
     assert "secret" not in problem
+
+
+def test_pyodbc_that_cannot_load_names_unixodbc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a machine without libodbc.so.2 gets (pyodbc's import fails)."""
+    monkeypatch.setitem(sys.modules, "pyodbc", None)
+
+    problem = url_problem(BASE)
+
+    assert problem is not None
+    assert problem.startswith("pyodbc cannot load (")
+    assert problem.endswith(
+        "install unixODBC and an ODBC driver (Debian: apt-get install unixodbc tdsodbc)"
+    )
 
 
 def test_a_url_without_driver_or_dsn_says_what_to_add() -> None:

@@ -314,3 +314,14 @@ async def test_cancel_gets_through_when_every_default_thread_is_busy(ms: Runner)
 
     assert ms.server.of("cancel")
     assert not [e for e in ms.server.of("execute") if e.detail[0].startswith("KILL")]
+
+
+async def test_fetch_results_false_keeps_the_columns_and_reads_no_rows(ms: Runner) -> None:
+    ms.server.answer("SELECT n FROM big", ResultSet([("n", SQL_INTEGER)], [(1,), (2,)]))
+
+    result = await ms.run("SELECT n FROM big", fetch_results=False)
+
+    assert result.status is StepStatus.SUCCESS, result.error_message
+    assert result.output is None
+    assert result.metadata["columns"] == ["n"]
+    assert result.metadata["row_count"] == 0
