@@ -44,6 +44,7 @@ from app.domain.field_paths import field_errors_from_pydantic as domain_field_er
 from app.domain.jobs import (
     JobExistsError,
     JobNotFoundError,
+    JobsExistError,
     ScheduleNotFoundError,
     VersionConflictError,
 )
@@ -111,6 +112,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (CalendarExistsError, 409, "calendar-exists"),
     (CalendarInUseError, 409, "calendar-in-use"),
     (JobExistsError, 409, "job-exists"),
+    (JobsExistError, 409, "job-exists"),
     (VersionConflictError, 412, "version-conflict"),
     (DuplicateScheduledRunError, 409, "duplicate-fire"),
     (OverlapError, 409, "job-running"),
@@ -245,7 +247,9 @@ def prefixed(exc: ConfigurationError, prefix: str) -> ConfigurationError:
 
 
 def domain_field_errors(exc: ExecutionEngineError) -> list[FieldError]:
-    if isinstance(exc, ConfigurationError | PermissionDeniedError | InvalidRequestError):
+    if isinstance(
+        exc, ConfigurationError | PermissionDeniedError | InvalidRequestError | JobsExistError
+    ):
         return list(exc.errors)
     if isinstance(exc, SchedulingError) and exc.field:
         return [FieldError(exc.field, str(exc))]

@@ -15,6 +15,7 @@ from app.api.cluster_routes import cluster_router
 from app.api.deps import load_api_keys, load_settings
 from app.api.errors import install_problem_handling
 from app.api.events_routes import events_router
+from app.api.import_routes import import_router
 from app.api.jobs_routes import jobs_router
 from app.api.notifications_routes import notifications_router
 from app.api.open_mode import OPEN_MODE_WARNING
@@ -33,6 +34,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(events_router)
     app.include_router(jobs_router)
     app.include_router(calendars_router)
+    app.include_router(import_router)
     app.include_router(notifications_router)
     app.include_router(health_router)
 

@@ -7,6 +7,7 @@ import binascii
 import copy
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from app.domain.errors import ConfigurationError, ExecutionEngineError, FieldError
@@ -56,6 +57,43 @@ class JobExistsError(ExecutionEngineError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"a job with job_id {job_id!r} already exists")
+
+
+class JobsExistError(ExecutionEngineError):
+    """Jobs to store together whose job_ids are taken (nothing was stored). ``errors`` may
+    name where each came from (the caller's field paths)."""
+
+    def __init__(self, job_ids: list[str], errors: list[FieldError] | None = None) -> None:
+        self.job_ids = sorted(job_ids)
+        self.errors: list[FieldError] = list(errors or [])
+        super().__init__(
+            "jobs with these job_ids already exist: " + ", ".join(map(repr, self.job_ids))
+        )
+
+
+class OnConflict(StrEnum):
+    """What storing several jobs at once does with a job_id that is already stored."""
+
+    FAIL = "fail"  # store none of them (JobsExistError)
+    SKIP = "skip"  # leave the stored job as it is
+    REPLACE = "replace"  # replace its definition (created_at kept, version + 1)
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """A job to store with the next instant its schedule fires."""
+
+    job: JobDefinition
+    next_fire_at: datetime | None
+
+
+@dataclass
+class JobsWritten:
+    """What one ``write_jobs`` did, in the order of the writes."""
+
+    created: list[StoredJob] = field(default_factory=list)
+    replaced: list[StoredJob] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 class JobNotFoundError(ExecutionEngineError):

@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from app.domain.errors import ConfigurationError, FieldError
 from app.domain.job_schedule import JobSchedule, build_job_schedule, required_calendars
-from app.domain.jobs import JobNotFoundError, JobPage, JobQuery, ScheduleNotFoundError, StoredJob
+from app.domain.jobs import (
+    JobNotFoundError,
+    JobPage,
+    JobQuery,
+    JobsExistError,
+    JobsWritten,
+    JobWrite,
+    OnConflict,
+    ScheduleNotFoundError,
+    StoredJob,
+)
 from app.domain.models import JobDefinition, JobExecutionResult
 from app.domain.schedule_config import (
     calendars_used,
@@ -51,6 +61,50 @@ class JobService:
         stored = await self._store.create_job(job, next_fire_at=await self._next_fire(job, now))
         self._engine.wake_recurring()
         return stored
+
+    async def create_many(
+        self, jobs: Sequence[JobDefinition], *, on_conflict: OnConflict, dry_run: bool = False
+    ) -> JobsWritten:
+        """Store ``jobs`` (distinct job_ids) in one transaction, all or none, each prepared
+        as ``create`` prepares one; ``on_conflict`` says what a taken job_id does (see
+        ``JobStore.write_jobs``). ``dry_run``: check everything and say what would be
+        written (the stored jobs it would create or replace, with their next fires), but
+        write nothing."""
+        errors: list[FieldError] = []
+        for job in jobs:
+            errors.extend(
+                FieldError(f"jobs[{job.job_id}].{e.field}", e.message)
+                for e in job.validation_errors()
+            )
+        if errors:
+            raise ConfigurationError(errors)
+        for job in jobs:
+            await self._check_calendars(job)
+        now = self._clock()
+        writes = []
+        for job in jobs:
+            job.created_at = job.updated_at = now
+            _anchor_interval(job, now)
+            writes.append(JobWrite(job, await self._next_fire(job, now)))
+        if not dry_run:
+            written = await self._store.write_jobs(writes, on_conflict=on_conflict)
+            self._engine.wake_recurring()
+            return written
+        written = JobsWritten()
+        current = {w.job.job_id: await self._store.get_job(w.job.job_id) for w in writes}
+        taken = [job_id for job_id, stored in current.items() if stored is not None]
+        if taken and on_conflict is OnConflict.FAIL:
+            raise JobsExistError(taken)
+        for write in writes:
+            stored = current[write.job.job_id]
+            if stored is not None and on_conflict is OnConflict.SKIP:
+                written.skipped.append(write.job.job_id)
+                continue
+            preview = StoredJob(
+                write.job, (stored.version + 1) if stored else 1, write.next_fire_at
+            )
+            (written.replaced if stored else written.created).append(preview)
+        return written
 
     async def get(self, job_id: str) -> StoredJob:
         stored = await self._store.get_job(job_id)

@@ -23,6 +23,10 @@ from app.domain.jobs import (
     JobNotFoundError,
     JobPage,
     JobQuery,
+    JobsExistError,
+    JobsWritten,
+    JobWrite,
+    OnConflict,
     StoredJob,
     VersionConflictError,
     decode_job_cursor,
@@ -371,6 +375,42 @@ class InMemoryExecutionStore(InMemoryCalendarStoreMixin, MemoryOutboxMixin):
     async def get_job(self, job_id: str) -> StoredJob | None:
         found = self._stored_jobs.get(job_id)
         return found.copy() if found is not None else None
+
+    async def write_jobs(
+        self, writes: Sequence[JobWrite], *, on_conflict: OnConflict
+    ) -> JobsWritten:
+        ids = [w.job.job_id for w in writes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("write_jobs takes distinct job_ids")
+        taken = [job_id for job_id in ids if job_id in self._stored_jobs]
+        if taken and on_conflict is OnConflict.FAIL:
+            raise JobsExistError(taken)
+        # Everything is built first and put in place without an await: all or none.
+        now = utc_now()
+        staged: dict[str, StoredJob] = {}
+        written = JobsWritten()
+        for write in writes:
+            current = self._stored_jobs.get(write.job.job_id)
+            next_fire_at = _aware_utc(write.next_fire_at)
+            if current is None:
+                stored = StoredJob(
+                    job=_as_stored(write.job, now, now), version=1, next_fire_at=next_fire_at
+                )
+                written.created.append(stored.copy())
+            elif on_conflict is OnConflict.SKIP:
+                written.skipped.append(write.job.job_id)
+                continue
+            else:
+                stored = StoredJob(
+                    job=_as_stored(write.job, current.job.created_at or now, now),
+                    version=current.version + 1,
+                    next_fire_at=next_fire_at,
+                    last_fire_at=current.last_fire_at,
+                )
+                written.replaced.append(stored.copy())
+            staged[write.job.job_id] = stored
+        self._stored_jobs.update(staged)
+        return written
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         check_limit(query.limit)

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from app.domain.cluster import NodeInfo, OrphanedExecution
 from app.domain.enums import JobStatus
-from app.domain.jobs import JobPage, JobQuery, StoredJob
+from app.domain.jobs import JobPage, JobQuery, JobsWritten, JobWrite, OnConflict, StoredJob
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.records import (
     TRIGGER_NOW,
@@ -183,6 +183,14 @@ class JobStore(Protocol):
 
     async def get_job(self, job_id: str) -> StoredJob | None:
         """The stored job or None."""
+
+    async def write_jobs(
+        self, writes: Sequence[JobWrite], *, on_conflict: OnConflict
+    ) -> JobsWritten:
+        """Store several jobs (distinct job_ids) in one transaction: all or none. A job_id
+        already stored: ``fail`` raises JobsExistError naming every such id and stores
+        nothing, ``skip`` leaves that job as it is, ``replace`` replaces it as update_job
+        does (created_at kept, version + 1)."""
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         """Jobs ordered by job_id, filtered by enabled/timezone, keyset-paginated."""

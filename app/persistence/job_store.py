@@ -24,6 +24,10 @@ from app.domain.jobs import (
     JobNotFoundError,
     JobPage,
     JobQuery,
+    JobsExistError,
+    JobsWritten,
+    JobWrite,
+    OnConflict,
     StoredJob,
     VersionConflictError,
     decode_job_cursor,
@@ -78,6 +82,69 @@ class SqlJobStoreMixin:
                 if await JobRepository(session).version(job.job_id) is not None:
                     raise JobExistsError(job.job_id) from None
             raise
+
+    async def write_jobs(
+        self, writes: Sequence[JobWrite], *, on_conflict: OnConflict
+    ) -> JobsWritten:
+        """Store several jobs in one transaction (all or none, see ``JobStore``). The ids
+        already stored are read in the transaction; a job another replica creates between
+        that read and the insert fails the insert, the transaction rolls back, and the
+        answer is ``JobsExistError`` whatever ``on_conflict`` says (nothing was written)."""
+        ids = [w.job.job_id for w in writes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("write_jobs takes distinct job_ids")
+        now = utc_now()
+        written = JobsWritten()
+        try:
+            async with self._write() as session:
+                repo = JobRepository(session)
+                taken = await repo.existing_ids(ids)
+                if taken and on_conflict is OnConflict.FAIL:
+                    raise JobsExistError([i for i in ids if i in taken])
+                for write in writes:
+                    job = write.job
+                    if job.job_id in taken and on_conflict is OnConflict.SKIP:
+                        written.skipped.append(job.job_id)
+                        continue
+                    created_at = None
+                    if job.job_id in taken:
+                        created_at = await repo.update(
+                            job.job_id,
+                            None,
+                            {
+                                **job_columns(job),
+                                "next_fire_at": write.next_fire_at,
+                                "updated_at": now,
+                            },
+                        )
+                    if created_at is not None:
+                        row = await repo.set_definition_json(
+                            job.job_id,
+                            definition_json(job, created_at=created_at, updated_at=now),
+                        )
+                        written.replaced.append(stored_job_from_row(row))
+                        continue
+                    row = await repo.insert(
+                        {
+                            **job_columns(job),
+                            "job_id": job.job_id,
+                            "definition_json": definition_json(job, created_at=now, updated_at=now),
+                            "version": 1,
+                            "next_fire_at": write.next_fire_at,
+                            "last_fire_at": None,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    written.created.append(stored_job_from_row(row))
+                await NodeRepository(session).notify("jobs")
+        except IntegrityError:
+            async with self._read() as session:
+                taken = await JobRepository(session).existing_ids(ids)
+            if taken:
+                raise JobsExistError([i for i in ids if i in taken]) from None
+            raise
+        return written
 
     async def get_job(self, job_id: str) -> StoredJob | None:
         """The stored job or None."""

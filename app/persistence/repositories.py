@@ -701,6 +701,18 @@ class JobRepository(_Repository):
     async def get(self, job_id: str) -> JobDefinitionV2 | None:
         return await self.session.get(JobDefinitionV2, job_id)
 
+    async def existing_ids(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` are stored (in batches, so any number of ids fits in the
+        statements' parameter limits)."""
+        found: set[str] = set()
+        wanted = list(job_ids)
+        for start in range(0, len(wanted), 500):
+            stmt = select(JobDefinitionV2.job_id).where(
+                JobDefinitionV2.job_id.in_(wanted[start : start + 500])
+            )
+            found.update(await self.session.scalars(stmt))
+        return found
+
     async def version(self, job_id: str) -> int | None:
         """The stored version, or None when there is no such job."""
         stmt = select(JobDefinitionV2.version).where(JobDefinitionV2.job_id == job_id)
