@@ -552,6 +552,121 @@ def preview(
     )
 
 
+def read_export(path: str) -> dict[str, Any]:
+    """The msdb export in ``path``: the object the README's FOR JSON query writes (or a
+    request body with it under ``export``). Line breaks are dropped first: sqlcmd cuts long
+    FOR JSON output into lines, and JSON has none of its own inside strings."""
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            data = json.loads(file.read().replace("\r", "").replace("\n", ""))
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", 2)
+    except ValueError as exc:
+        fail(f"{path} is not JSON: {exc}", 2)
+    if isinstance(data, dict) and isinstance(data.get("export"), dict):
+        data = data["export"]
+    if not isinstance(data, dict):
+        fail(f"{path} must hold a JSON object with sysjobs, sysjobsteps, ...", 2)
+    return data
+
+
+def _where(entry: dict[str, Any]) -> str:
+    """A report entry's job, step or schedule, and its row in the export."""
+    where = repr(entry["job"])
+    if entry.get("step") is not None:
+        where += f" step {entry['step']} ({entry.get('step_name')})"
+    elif entry.get("schedule"):
+        where += f" schedule {entry['schedule']!r}"
+    return f"{where} [{entry['source']}]"
+
+
+def _connection_pair(
+    _: click.Context, __: click.Parameter, values: Sequence[str]
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, name = value.rpartition("=")
+        if not sep or not key or not name:
+            raise click.BadParameter(f"{value!r} is not DATABASE=CONNECTION")
+        out[key] = name
+    return out
+
+
+@cli.command("import-sql-agent")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--timezone", required=True, help="IANA zone of SQL Server Agent's times.")
+@click.option(
+    "--connection",
+    "connection_map",
+    multiple=True,
+    callback=_connection_pair,
+    metavar="DATABASE=CONNECTION",
+    help='Connection of a T-SQL database ("DW=warehouse" or "SQLPROD01/DW=warehouse"); repeat it.',
+)
+@click.option("--job-id-prefix", default="", help="Put before every job id.")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["fail", "skip", "replace"]),
+    default="fail",
+    show_default=True,
+    help="A job id that is already stored.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be stored; store nothing.")
+@json_option
+@click.pass_context
+def import_sql_agent(
+    ctx: click.Context,
+    file: str,
+    timezone: str,
+    connection_map: dict[str, str],
+    job_id_prefix: str,
+    on_conflict: str,
+    dry_run: bool,
+) -> None:
+    """Import SQL Server Agent jobs from an msdb export FILE (README: "Importing SQL Server
+    Agent jobs"): the jobs stored, then what was not carried over."""
+    body = {
+        "export": read_export(file),
+        "options": {
+            "timezone": timezone,
+            "connection_map": connection_map,
+            "job_id_prefix": job_id_prefix,
+            "on_conflict": on_conflict,
+            "dry_run": dry_run,
+        },
+    }
+    data = client(ctx).request("POST", "/api/v2/import/sql-agent", json=body)
+
+    def render(d: dict[str, Any]) -> str:
+        verb = "would store" if d["dry_run"] else "stored"
+        head = (
+            f"{verb}: {d['created']} created, {d['replaced']} replaced, {d['skipped']} "
+            f"skipped; {d['not_imported']} not imported"
+        )
+        jobs = table(
+            [
+                (
+                    j["job_id"],
+                    j["action"],
+                    j["sql_agent_name"],
+                    j["definition"]["enabled"],
+                    len(j["definition"].get("schedules") or []),
+                    j.get("next_fire_at"),
+                )
+                for j in d["jobs"]
+            ],
+            ["job", "action", "sql agent job", "enabled", "schedules", "next fire"],
+        )
+        report = "\n".join(f"{e['outcome']:<22} {_where(e)}: {e['message']}" for e in d["report"])
+        parts = [head]
+        if d["jobs"]:
+            parts.append(jobs)
+        parts.append("report:\n" + report if d["report"] else "report: everything was carried over")
+        return "\n\n".join(parts)
+
+    emit(ctx, data, render)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jobscheduler-v2`` script."""
     try:

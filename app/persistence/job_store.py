@@ -89,12 +89,14 @@ class SqlJobStoreMixin:
         """Store several jobs in one transaction (all or none, see ``JobStore``). The ids
         already stored are read in the transaction; a job another replica creates between
         that read and the insert fails the insert, the transaction rolls back, and the
-        answer is ``JobsExistError`` whatever ``on_conflict`` says (nothing was written)."""
+        answer is ``JobsExistError`` naming it whatever ``on_conflict`` says (nothing was
+        written)."""
         ids = [w.job.job_id for w in writes]
         if len(set(ids)) != len(ids):
             raise ValueError("write_jobs takes distinct job_ids")
         now = utc_now()
         written = JobsWritten()
+        taken: set[str] = set()
         try:
             async with self._write() as session:
                 repo = JobRepository(session)
@@ -139,10 +141,12 @@ class SqlJobStoreMixin:
                     written.created.append(stored_job_from_row(row))
                 await NodeRepository(session).notify("jobs")
         except IntegrityError:
+            # Only a job_id that appeared since the transaction read them is a conflict;
+            # anything else the database refused is its own error.
             async with self._read() as session:
-                taken = await JobRepository(session).existing_ids(ids)
-            if taken:
-                raise JobsExistError([i for i in ids if i in taken]) from None
+                appeared = await JobRepository(session).existing_ids(ids) - taken
+            if appeared:
+                raise JobsExistError([i for i in ids if i in appeared]) from None
             raise
         return written
 

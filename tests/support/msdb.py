@@ -6,7 +6,7 @@ times and dates keep msdb's encodings (hhmmss and yyyymmdd ints).
 
 | job | what it exercises |
 |---|---|
-| Nightly ETL | three T-SQL steps, goto routing, retries, tokens, weekly Mon/Wed/Fri 01:30 every 2 weeks |
+| Nightly ETL | three T-SQL steps, goto, retries, tokens; Mon/Wed/Fri 01:30 every 2 weeks |
 | Intraday feed | every 15 minutes 08:00-18:00 on weekdays (weekly, Mon-Fri, sub-day minutes) |
 | Month end close | the last Friday of every month at 23:00; a PowerShell step; start at step 2 |
 | Archive logs | a disabled CmdExec job, an output file, a proxy, a schedule of freq_type 64 |

@@ -57,7 +57,7 @@ def schedule(**columns: Any) -> SysScheduleRow:
 POLICIES = {"misfire_policy": "skip", "overlap_policy": "skip"}
 
 
-# -- schedules ----------------------------------------------------------------------------------
+# -- schedules -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("columns", "expected"),
     [
@@ -288,7 +288,7 @@ def test_bad_schedule_rows_name_the_column(columns: dict[str, Any], field: str, 
     assert words in errors[0].message
 
 
-# -- next fires as SQL Server Agent's ---------------------------------------------------------------
+# -- next fires as SQL Server Agent's --------------------------------------------------------------
 def fires(definition: dict[str, Any], after: str, count: int) -> list[str]:
     schedule_ = build_job_schedule(
         definition["timezone"],
@@ -325,7 +325,7 @@ def test_next_fires_are_sql_agents() -> None:
     ]
 
 
-# -- jobs, steps, routing -------------------------------------------------------------------------
+# -- jobs, steps, routing --------------------------------------------------------------------------
 def test_three_step_job_keeps_routing_retries_and_tokens() -> None:
     etl = jobs_by_id()["nightly-etl"]
     assert etl["enabled"] is True and etl["timezone"] == "Europe/London"
@@ -430,7 +430,7 @@ def test_job_id_prefix_and_names_made_unique() -> None:
     assert ids[2:] == ["agent-month-end-close", "agent-archive-logs"]
 
 
-# -- the report -------------------------------------------------------------------------------------
+# -- the report ------------------------------------------------------------------------------------
 def test_everything_not_carried_over_is_reported() -> None:
     result = plan()
     assert sorted(j.name for j in result.jobs) == [
@@ -533,7 +533,7 @@ def test_a_job_without_steps_is_reported() -> None:
     )
 
 
-# -- bad exports: every problem, each naming row and column -------------------------------------------
+# -- bad exports: every problem, each naming row and column ----------------------------------------
 def test_bad_export_names_every_row_and_column() -> None:
     data = msdb.export()
     data["sysjobs"][0]["start_step_id"] = 9
@@ -556,7 +556,7 @@ def test_bad_export_names_every_row_and_column() -> None:
     }
 
 
-# -- tokens -----------------------------------------------------------------------------------------
+# -- tokens ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("command", "query", "names", "left"),
     [
@@ -618,7 +618,8 @@ def test_cmdexec_tokens_become_environment_variables(command: str, script: str) 
     [
         (
             '"$(JOBNAME)"; $(STRTTM)',
-            'param($SqlAgentJobName, $SqlAgentStartTime)\n"${SqlAgentJobName}"; ${SqlAgentStartTime}',
+            "param($SqlAgentJobName, $SqlAgentStartTime)\n"
+            '"${SqlAgentJobName}"; ${SqlAgentStartTime}',
             [],
         ),
         ("'$(JOBNAME)'", "'$(JOBNAME)'", ["JOBNAME"]),
