@@ -35,6 +35,7 @@ OPERATION_IDS = {
     ("post", "/api/v2/jobs/{job_id}/enable"): "enable_job",
     ("post", "/api/v2/jobs/{job_id}/schedules/{name}/enable"): "enable_job_schedule",
     ("post", "/api/v2/jobs/{job_id}/schedules/{name}/disable"): "disable_job_schedule",
+    ("post", "/api/v2/import/sql-agent"): "import_sql_agent",
     ("get", "/api/v2/calendars"): "list_calendars",
     ("post", "/api/v2/calendars"): "create_calendar",
     ("get", "/api/v2/calendars/{name}"): "get_calendar",
