@@ -9,6 +9,7 @@ all jobs are stored in one transaction (``JobService.create_many``): all land or
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -214,6 +215,7 @@ class SqlAgentImportService:
                     connection_map=options.connection_map,
                     job_id_prefix=options.job_id_prefix,
                     timeout_seconds=self._parser.max_timeout_seconds,
+                    batch_commit=self._batch_commit(options.connection_map.values()),
                 ),
             )
         except ConfigurationError as exc:
@@ -268,6 +270,18 @@ class SqlAgentImportService:
             report=[
                 ImportReportEntryRead.model_validate(e, from_attributes=True) for e in plan.report
             ],
+        )
+
+    def _batch_commit(self, names: Iterable[str]) -> frozenset[str]:
+        """The mapped connections that are SQL Server and not read_only."""
+        registry = self._parser.resources.connections
+        known = set(registry.names())
+        return frozenset(
+            name
+            for name in names
+            if name in known
+            and registry.config(name).family == "mssql"
+            and not registry.config(name).read_only
         )
 
     def _connection_map_errors(self, connection_map: dict[str, str]) -> list[FieldError]:

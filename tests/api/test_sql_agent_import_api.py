@@ -56,9 +56,15 @@ async def client(store_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncCli
         database_url=store_url,
         auto_migrate=True,
         api_keys=ENTRIES,
+        # The T-SQL of the fixture is for SQL Server (no server here: the port is closed; the
+        # jobs are stored and previewed, not run); "work" is a real database for a run.
         connections={
-            "warehouse": f"sqlite+aiosqlite:///{tmp_path / 'dw.db'}",
-            "ops": f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}",
+            "warehouse": "mssql+aioodbc://etl:pw@127.0.0.1:1/DW?driver=FreeTDS",
+            "ops": {
+                "url": "mssql+aioodbc://etl:pw@127.0.0.1:1/Ops?driver=FreeTDS",
+                "read_only": True,
+            },
+            "work": f"sqlite+aiosqlite:///{tmp_path / 'work.db'}",
         },
         max_steps_per_job=10,
         max_body_bytes=1024 * 1024,
@@ -124,6 +130,8 @@ async def test_real_run_stores_the_jobs_with_sql_agents_schedules(
     assert stored["version"] == 1 and stored["timezone"] == "Europe/London"
     assert [s["step_id"] for s in stored["steps"]] == ["step_1", "step_2", "step_3"]
     assert stored["steps"][1]["on_failure"] == "next"
+    # Each batch commits as it runs on SQL Server, as in SQL Agent; not on a read_only one.
+    assert [s["transaction"] for s in stored["steps"]] == [False, False, True]
     assert stored["metadata"]["sql_agent"]["job_id"] == msdb.ETL
 
     async def next_runs(job_id: str, after: str, count: int) -> list[str]:
@@ -204,7 +212,7 @@ async def test_an_imported_job_runs_with_its_tokens_bound(client: httpx.AsyncCli
         "sysjobschedules": [],
     }
     imported = await client.post(
-        IMPORT, json=body(export, job_id_prefix="agent-", connection_map={"DW": "warehouse"})
+        IMPORT, json=body(export, job_id_prefix="agent-", connection_map={"DW": "work"})
     )
     assert imported.status_code == 201, imported.text
 

@@ -22,9 +22,11 @@ ADMIN_KEY = new_api_key()
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("import-server")
+    # The fixture's T-SQL is for SQL Server: there is none here (a closed port), the jobs
+    # are stored, not run.
     connections = {
-        "warehouse": f"sqlite+aiosqlite:///{workdir / 'dw.db'}",
-        "ops": f"sqlite+aiosqlite:///{workdir / 'ops.db'}",
+        "warehouse": "mssql+aioodbc://etl:pw@127.0.0.1:1/DW?driver=FreeTDS",
+        "ops": "mssql+aioodbc://etl:pw@127.0.0.1:1/Ops?driver=FreeTDS",
     }
     with live_server(
         workdir,

@@ -23,6 +23,7 @@ OPTIONS = ImportOptions(
     timezone="Europe/London",
     connection_map={"SQLPROD01/DW": "warehouse", "ops": "ops"},
     timeout_seconds=7200,
+    batch_commit=frozenset({"warehouse"}),
 )
 
 
@@ -339,6 +340,7 @@ def test_three_step_job_keeps_routing_retries_and_tokens() -> None:
     assert report["on_success"] == "quit_failure" and report["on_failure"] == "quit_failure"
     assert extract["connection_name"] == "warehouse"  # "SQLPROD01/DW"
     assert report["connection_name"] == "ops"  # "Ops" matched case-insensitively
+    assert extract["transaction"] is False and "transaction" not in report
     assert extract["query"] == (
         "INSERT INTO etl.runs (job, started) VALUES (:agent_job_name, :agent_start_date);\n"
         "SELECT CONVERT(char(8), GETDATE(), 108) AS at_hms;"

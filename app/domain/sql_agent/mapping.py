@@ -5,7 +5,9 @@ naming every bad row and column (``export.sysjobsteps[4].on_fail_step_id``); the
 each job (see the README, "Importing SQL Server Agent jobs"):
 
 * steps, ordered by ``step_id``, become ``step_<step_id>``: TSQL -> ``sql`` on the connection
-  ``connection_map`` names for ``"server/database"`` or ``database``, PowerShell ->
+  ``connection_map`` names for ``"server/database"`` or ``database`` (on a SQL Server
+  connection with ``"transaction": false``: each batch commits as it runs, as in SQL Server
+  Agent, which wraps a step in no transaction), PowerShell ->
   ``powershell``, CmdExec -> ``shell``; ``retry_attempts`` / ``retry_interval`` (minutes)
   -> ``retry_attempts`` / ``retry_interval_seconds``; the step timeout is the job's.
 * action codes: 1 ``quit_success``, 2 ``quit_failure``, 3 the next step by ``step_id`` (from
@@ -73,6 +75,10 @@ class ImportOptions:
     connection_map: Mapping[str, str] = field(default_factory=dict)
     job_id_prefix: str = ""
     timeout_seconds: int = 86_400
+    #: Connections on which an imported T-SQL step lets each batch commit as it runs
+    #: (``"transaction": false``), as SQL Server Agent runs a step: the SQL Server ones
+    #: that are not read_only.
+    batch_commit: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,8 @@ class _JobMapper:
             connection = self._connection(here, step)
             if connection is not None:
                 out["connection_name"] = connection
+                if connection in self.options.batch_commit:
+                    out["transaction"] = False
             if step.database_user_name:
                 self.note(
                     "database_user",
