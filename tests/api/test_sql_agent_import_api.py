@@ -4,7 +4,6 @@ all or none, on_conflict modes, 400s naming row and column, the admin scope."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -225,7 +224,7 @@ async def test_an_imported_job_runs_with_its_tokens_bound(client: httpx.AsyncCli
     steps = {(s["step_id"], s["metadata"].get("step_attempt", 0)): s for s in result["steps"]}
     assert steps[("step_1", 0)]["status"] == "failed" and steps[("step_1", 1)]["status"] == "failed"
     assert steps[("step_2", 0)]["status"] == "skipped"
-    assert json.loads(steps[("step_3", 0)]["output"]) == [{"name": "Token check", "at": "12:30"}]
+    assert steps[("step_3", 0)]["output"] == [{"name": "Token check", "at": "12:30"}]
     assert steps[("step_4", 0)]["output"] == "id=agent-token-check name=Token check\n"
 
 
