@@ -38,10 +38,12 @@ BENCHMARKS = {
     "B5": "bench.b5_drain",
     "B5-PEER": "bench.b5_peer",
     "B6": "bench.b6_steps",
+    "B7": "bench.b7_scaleout:run_b7",
+    "B8": "bench.b7_scaleout:run_b8",
 }
 # Left out of --quick unless named with --only (bench-quick stays under two minutes with one
 # peer, B5-peer, in it).
-FULL_ONLY = ("B3-PEER", "B3-CAPACITY")
+FULL_ONLY = ("B3-PEER", "B3-CAPACITY", "B7", "B8")
 LIBRARIES = (
     "fastapi",
     "starlette",

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import RESULTS_DIR
 
 PROFILE_DIR = RESULTS_DIR / "profiles"
-RATE_HZ = 100
+RATE_HZ = 250
 # Leaves where a thread waits: thread pools, selectors, and uvloop's C event loop (py-spy
 # shows its epoll wait as the Python frame that entered it, Runner.run).
 IDLE_LEAVES = (
