@@ -14,6 +14,11 @@ How a run goes:
   guards against mistakes, a read-only database role is what makes it a security boundary.
 * Rows become JSON-safe objects (see :mod:`app.steps.sql_values`), capped by
   ``max_result_rows`` and ``max_output_bytes`` with a ``truncated`` flag.
+* PostgreSQL (asyncpg, autocommit, no list parameter): the statement SQLAlchemy compiles
+  from the ``text()`` is run through the pooled connection's asyncpg driver as a prepared
+  statement kept per connection (prepared on first use, prepared again after a schema
+  change), one round trip per run; the rest runs ``conn.execute``. Same text, same bound
+  values, same checkout, cancellation and error shape on both.
 
 Cancellation (the engine's ``asyncio.timeout`` or ``task.cancel()``) stops the statement *on
 the server*. The statement runs in a worker task the step awaits through ``asyncio.shield``;
@@ -39,11 +44,17 @@ import enum
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+from asyncpg.exceptions import (  # type: ignore[import-untyped]
+    InvalidCachedStatementError,
+    OutdatedSchemaCacheError,
+)
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -238,13 +249,21 @@ class SqlStep(ExecutionStep):
                 if cfg.read_only:
                     await start_read_only(conn, family, autocommit=cfg.autocommit)
                 state.check_abort()
+                fast = _asyncpg_statement(conn, cfg, statement, values)
                 state.phase = _Phase.EXECUTING
-                try:
-                    cursor = await conn.execute(statement, values)
-                finally:
-                    state.phase = _Phase.FINISHING
-                state.check_abort()
-                outcome = self._collect(cursor)
+                if fast is not None:
+                    try:
+                        outcome = await self._run_prepared(conn, *fast)
+                    finally:
+                        state.phase = _Phase.FINISHING
+                    state.check_abort()
+                else:
+                    try:
+                        cursor = await conn.execute(statement, values)
+                    finally:
+                        state.phase = _Phase.FINISHING
+                    state.check_abort()
+                    outcome = self._collect(cursor)
                 state.check_abort()
                 await conn.commit()
             except BaseException:
@@ -317,6 +336,41 @@ class SqlStep(ExecutionStep):
                 capped = outcome.rows
                 rows = QueryRows(outcome.columns, capped.rows, capped.truncated, capped.json_text)
         return rows, outcome.affected_rows
+
+    async def _run_prepared(
+        self, conn: AsyncConnection, sql: str, args: list[Any]
+    ) -> tuple[QueryRows | None, int | None]:
+        """PostgreSQL in autocommit through asyncpg itself: the statement prepared once per
+        pooled connection (``prepared_statement``), then one bind/execute round trip. The
+        same statement text SQLAlchemy would send, the same bound values; driver errors
+        come out as SQLAlchemy's ``DBAPIError`` like on the other path."""
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            try:
+                prepared = await prepared_statement(conn, driver, sql)
+                rows = await prepared.fetch(*args)
+            except (InvalidCachedStatementError, OutdatedSchemaCacheError):
+                forget_prepared(conn)  # the schema changed under the plan: prepare again
+                prepared = await prepared_statement(conn, driver, sql)
+                rows = await prepared.fetch(*args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DBAPIError(sql, None, exc) from exc
+        match = _ROWCOUNT.match(prepared.get_statusmsg() or "")
+        affected = int(match.group(1)) if match else None
+        attributes = prepared.get_attributes()
+        if not attributes:
+            return None, affected
+        if not modifies_rows(str(self.step_config.get("query") or "")):
+            affected = None  # a SELECT's count is row_count, not rows affected (as _collect)
+        columns = unique_column_names([a.name for a in attributes])
+        if not self.step_config.get("fetch_results", True):
+            return QueryRows(columns, [], False, "[]", fetched=False), affected
+        limits = self.context.resources
+        capped = cap_rows(
+            columns, rows, max_rows=limits.max_result_rows, max_bytes=limits.max_output_bytes
+        )
+        return QueryRows(columns, capped.rows, capped.truncated, capped.json_text), affected
 
     def _collect(self, cursor: CursorResult[Any]) -> tuple[QueryRows | None, int | None]:
         rowcount = cursor.rowcount
@@ -479,6 +533,69 @@ def build_statement(query: str, parameters: Mapping[str, Any]) -> tuple[TextClau
         name: dumps(to_json_safe(v)) if isinstance(v, dict) else v for name, v in parameters.items()
     }
     return statement, values
+
+
+# -- the PostgreSQL fast path ------------------------------------------------------------------
+#: What the driver's status message says about the rows a statement touched (as SQLAlchemy's
+#: asyncpg adapter reads it for ``rowcount``).
+_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+_STATEMENTS_KEY = "sql_step_prepared"
+PREPARED_PER_CONNECTION = 256
+
+
+def _asyncpg_statement(
+    conn: AsyncConnection, cfg: ConnectionConfig, statement: TextClause, values: dict[str, Any]
+) -> tuple[str, list[Any]] | None:
+    """The SQL text and positional values to run ``statement`` through asyncpg directly, or
+    None where the SQLAlchemy path runs it: other databases and drivers, transactions
+    (only autocommit connections take this path), and expanding (list) parameters."""
+    if cfg.family != "postgresql" or not cfg.autocommit or conn.dialect.driver != "asyncpg":
+        return None
+    if any(isinstance(v, list | tuple) for v in values.values()):
+        return None
+    sql, names = _compiled(conn.dialect, statement)
+    return sql, [values[name] for name in names]
+
+
+def _compiled(dialect: Any, statement: TextClause) -> tuple[str, tuple[str, ...]]:
+    """``statement`` compiled for ``dialect`` (what SQLAlchemy would send) and the order of
+    its parameters; cached by the statement's text."""
+    key = (dialect.name, dialect.driver, statement.text)
+    hit = _COMPILED.get(key)
+    if hit is None:
+        compiled = statement.compile(dialect=dialect)
+        hit = (str(compiled), tuple(compiled.positiontup or ()))
+        if len(_COMPILED) >= 1024:
+            _COMPILED.clear()
+        _COMPILED[key] = hit
+    return hit
+
+
+_COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...]]] = {}
+
+
+async def prepared_statement(conn: AsyncConnection, driver: Any, sql: str) -> Any:
+    """The asyncpg prepared statement of ``sql`` on this pooled connection, prepared on
+    first use and kept in the connection's ``info`` (SQLAlchemy clears it when the DBAPI
+    connection is replaced), at most ``PREPARED_PER_CONNECTION`` (least recently used out)."""
+    cache = conn.info.get(_STATEMENTS_KEY)
+    if not isinstance(cache, OrderedDict) or conn.info.get(_STATEMENTS_KEY + "_of") is not driver:
+        cache = OrderedDict()
+        conn.info[_STATEMENTS_KEY] = cache
+        conn.info[_STATEMENTS_KEY + "_of"] = driver
+    prepared = cache.get(sql)
+    if prepared is not None:
+        cache.move_to_end(sql)
+        return prepared
+    prepared = await driver.prepare(sql)
+    cache[sql] = prepared
+    if len(cache) > PREPARED_PER_CONNECTION:
+        cache.popitem(last=False)
+    return prepared
+
+
+def forget_prepared(conn: AsyncConnection) -> None:
+    conn.info.pop(_STATEMENTS_KEY, None)
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -780,3 +780,60 @@ def _true_when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return poll
+
+
+# -- PostgreSQL: the statement prepared once per pooled connection ----------------------------------
+@pytest.fixture
+def pg_one(make_harness: HarnessFactory, pg_url: str) -> Harness:
+    """PostgreSQL through a pool of one connection: every step gets the same session."""
+    return make_harness({"db": {"url": pg_url, "pool_size": 1, "max_overflow": 0}})
+
+
+async def test_postgresql_statement_is_prepared_once_per_connection(pg_one: Harness) -> None:
+    query = "SELECT CAST(:n AS int) + 1 AS next"
+    first = await pg_one.run("a", query, parameters={"n": 1})
+    second = await pg_one.run("b", query, parameters={"n": 41})
+
+    assert first.status == StepStatus.SUCCESS, first.error_message
+    assert json.loads(second.output or "") == [{"next": 42}]
+    # The session has exactly one prepared statement of that text (asyncpg names its own;
+    # the text is what we sent), not one per run.
+    rows = await pg_one.run(
+        "c",
+        "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE :pattern",
+        parameters={"pattern": "SELECT CAST($1%"},
+    )
+    assert json.loads(rows.output or "") == [{"n": 1}]
+
+
+async def test_postgresql_prepared_statement_survives_a_schema_change(
+    pg_one: Harness, table: str
+) -> None:
+    await pg_one.admin(f"CREATE TABLE {table} (id int)")
+    await pg_one.admin(f"INSERT INTO {table} VALUES (1)")
+    before = await pg_one.run("a", f"SELECT * FROM {table}")
+    await pg_one.admin(f"ALTER TABLE {table} ADD COLUMN label text DEFAULT 'x'")
+
+    after = await pg_one.run("b", f"SELECT * FROM {table}")
+
+    assert json.loads(before.output or "") == [{"id": 1}]
+    assert after.status == StepStatus.SUCCESS, after.error_message
+    assert json.loads(after.output or "") == [{"id": 1, "label": "x"}]
+
+
+async def test_postgresql_rowcount_and_errors_on_the_prepared_path(
+    pg_one: Harness, table: str
+) -> None:
+    await pg_one.admin(f"CREATE TABLE {table} (id int primary key)")
+    inserted = await pg_one.run("i", f"INSERT INTO {table} SELECT generate_series(1, 3)")
+    updated = await pg_one.run(
+        "u", f"UPDATE {table} SET id = id + 10 WHERE id > :m", parameters={"m": 1}
+    )
+    duplicate = await pg_one.run("d", f"INSERT INTO {table} VALUES (12)")
+
+    assert inserted.metadata["affected_rows"] == 3
+    assert updated.metadata["affected_rows"] == 2
+    assert updated.output is None
+    assert duplicate.status == StepStatus.FAILED
+    assert "UniqueViolationError" in (duplicate.error_message or "")
+    assert "SQLSTATE 23505" in (duplicate.error_message or "")
