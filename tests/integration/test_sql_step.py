@@ -782,7 +782,7 @@ def _true_when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return poll
 
 
-# -- PostgreSQL: the statement prepared once per pooled connection ----------------------------------
+# -- PostgreSQL: the statement prepared once per pooled connection ---------------------------
 @pytest.fixture
 def pg_one(make_harness: HarnessFactory, pg_url: str) -> Harness:
     """PostgreSQL through a pool of one connection: every step gets the same session."""
