@@ -228,8 +228,13 @@ class SqlAgentImportService:
         on_conflict = OnConflict(options.on_conflict)
         try:
             written = await self._jobs.create_many(
-                [job for _, job in jobs], on_conflict=on_conflict, dry_run=options.dry_run
+                [job for _, job in jobs],
+                on_conflict=on_conflict,
+                dry_run=options.dry_run,
+                where=[f"export.sysjobs[{planned.row}]" for planned, _ in jobs],
             )
+        except ConfigurationError as exc:  # e.g. a business calendar a schedule names
+            raise InvalidRequestError(exc.errors) from None
         except JobsExistError as exc:
             rows = {job.job_id: planned.row for planned, job in jobs}
             raise JobsExistError(

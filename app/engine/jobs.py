@@ -63,29 +63,34 @@ class JobService:
         return stored
 
     async def create_many(
-        self, jobs: Sequence[JobDefinition], *, on_conflict: OnConflict, dry_run: bool = False
+        self,
+        jobs: Sequence[JobDefinition],
+        *,
+        on_conflict: OnConflict,
+        dry_run: bool = False,
+        where: Sequence[str] | None = None,
     ) -> JobsWritten:
         """Store ``jobs`` (distinct job_ids) in one transaction, all or none, each prepared
         as ``create`` prepares one; ``on_conflict`` says what a taken job_id does (see
         ``JobStore.write_jobs``). ``dry_run``: check everything and say what would be
         written (the stored jobs it would create or replace, with their next fires), but
-        write nothing."""
+        write nothing. One ``ConfigurationError`` lists every job's problems, each under
+        that job's ``where`` (default ``jobs[<index>]``)."""
+        places = list(where) if where is not None else [f"jobs[{i}]" for i in range(len(jobs))]
         errors: list[FieldError] = []
-        for job in jobs:
-            errors.extend(
-                FieldError(f"jobs[{job.job_id}].{e.field}", e.message)
-                for e in job.validation_errors()
-            )
-        if errors:
-            raise ConfigurationError(errors)
-        for job in jobs:
-            await self._check_calendars(job)
         now = self._clock()
         writes = []
-        for job in jobs:
-            job.created_at = job.updated_at = now
-            _anchor_interval(job, now)
-            writes.append(JobWrite(job, await self._next_fire(job, now)))
+        for job, place in zip(jobs, places, strict=True):
+            try:
+                job.validate()
+                await self._check_calendars(job)
+                job.created_at = job.updated_at = now
+                _anchor_interval(job, now)
+                writes.append(JobWrite(job, await self._next_fire(job, now)))
+            except ConfigurationError as exc:
+                errors.extend(FieldError(f"{place}.{e.field}", e.message) for e in exc.errors)
+        if errors:
+            raise ConfigurationError(errors)
         if not dry_run:
             written = await self._store.write_jobs(writes, on_conflict=on_conflict)
             self._engine.wake_recurring()

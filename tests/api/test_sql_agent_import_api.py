@@ -349,3 +349,25 @@ async def test_the_admin_scope_is_required(client: httpx.AsyncClient) -> None:
     anonymous = await client.post(IMPORT, json=body(), headers={"Authorization": ""})
     assert_problem(anonymous, 401)
     assert await job_ids(client) == []
+
+
+async def test_a_one_time_schedule_in_a_dst_gap_is_moved_and_reported(
+    client: httpx.AsyncClient,
+) -> None:
+    export = msdb.export()
+    export["sysschedules"][1].update(
+        freq_type=1, active_start_date=20270328, active_start_time=13000
+    )
+
+    response = await client.post(IMPORT, json=body(export))
+
+    assert response.status_code == 201, response.text
+    feed = (await client.get("/api/v2/jobs/intraday-feed")).json()
+    assert feed["schedules"][0]["schedule_config"]["at"] == "2027-03-28T02:00:00"
+    assert feed["next_fire_at"] == "2027-03-28T01:00:00Z"
+    [entry] = [e for e in response.json()["report"] if e["job"] == "Intraday feed"]
+    assert (entry["outcome"], entry["schedule"], entry["source"]) == (
+        "check",
+        "Weekdays every 15 minutes",
+        "sysschedules[1]",
+    )

@@ -215,7 +215,7 @@ POLICIES = {"misfire_policy": "skip", "overlap_policy": "skip"}
 def test_every_freq_type_and_subday_type_maps(columns: dict[str, Any], expected: Any) -> None:
     row = schedule(**columns)
     assert schedule_errors(row, "s") == []
-    mapped = map_schedule(row)
+    mapped = map_schedule(row, "Europe/London")
     if expected["type" if "type" in expected else "frequency"] == "once":
         assert mapped.config == {**expected, **POLICIES}
         return
@@ -230,7 +230,7 @@ def test_every_freq_type_and_subday_type_maps(columns: dict[str, Any], expected:
 
 @pytest.mark.parametrize("freq_type", [64, 128])
 def test_agent_start_and_idle_schedules_are_not_mapped(freq_type: int) -> None:
-    mapped = map_schedule(schedule(freq_type=freq_type, freq_interval=0))
+    mapped = map_schedule(schedule(freq_type=freq_type, freq_interval=0), "UTC")
     assert mapped.config is None
     assert f"freq_type {freq_type}" in mapped.reason
 
@@ -242,13 +242,80 @@ def test_a_window_across_midnight_is_not_mapped() -> None:
             freq_subday_interval=1,
             active_start_time=220000,
             active_end_time=20000,
-        )
+        ),
+        "UTC",
     )
     assert mapped.config is None and "crosses midnight" in mapped.reason
 
 
+FREQUENCIES = {
+    4: ({"freq_interval": 2}, "daily"),
+    8: ({"freq_interval": 42, "freq_recurrence_factor": 2}, "weekly"),
+    16: ({"freq_interval": 15, "freq_recurrence_factor": 1}, "monthly"),
+    32: (
+        {"freq_interval": 9, "freq_relative_interval": 16, "freq_recurrence_factor": 1},
+        "monthly_relative",
+    ),
+}
+SUBDAYS = {
+    1: ({}, {"at": "06:45:10"}),
+    2: (
+        {"freq_subday_interval": 20},
+        {"repeat": {"every": 20, "unit": "seconds", "from": "06:45:10", "until": "17:00:00"}},
+    ),
+    4: (
+        {"freq_subday_interval": 30},
+        {"repeat": {"every": 30, "unit": "minutes", "from": "06:45:10", "until": "17:00:00"}},
+    ),
+    8: (
+        {"freq_subday_interval": 2},
+        {"repeat": {"every": 2, "unit": "hours", "from": "06:45:10", "until": "17:00:00"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("freq_type", sorted(FREQUENCIES))
+@pytest.mark.parametrize("subday_type", sorted(SUBDAYS))
+def test_every_frequency_with_every_subday_type(freq_type: int, subday_type: int) -> None:
+    columns, frequency = FREQUENCIES[freq_type]
+    subday_columns, times = SUBDAYS[subday_type]
+    row = schedule(
+        freq_type=freq_type,
+        freq_subday_type=subday_type,
+        active_start_time=64510,
+        active_end_time=170000,
+        **columns,
+        **subday_columns,
+    )
+    assert schedule_errors(row, "s") == []
+    config = map_schedule(row, "UTC").config
+    assert config is not None
+    assert config["frequency"] == frequency
+    assert {k: config[k] for k in ("at", "repeat") if k in config} == times
+    assert (
+        build_job_schedule(
+            "UTC",
+            None,
+            [{"name": "s", "schedule_config": config}],
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        ).next_fire(datetime(2026, 1, 1, tzinfo=UTC))
+        is not None
+    )
+
+
+def test_a_one_time_schedule_in_a_dst_gap_fires_when_the_gap_ends() -> None:
+    mapped = map_schedule(
+        schedule(freq_type=1, active_start_date=20270328, active_start_time=13000),
+        "Europe/London",
+    )
+    assert mapped.config == {"type": "once", "at": "2027-03-28T02:00:00", **POLICIES}
+    assert "does not exist in Europe/London" in mapped.warnings[0]
+
+
 def test_fortnightly_with_sunday_carries_a_warning() -> None:
-    mapped = map_schedule(schedule(freq_type=8, freq_interval=1 + 2, freq_recurrence_factor=2))
+    mapped = map_schedule(
+        schedule(freq_type=8, freq_interval=1 + 2, freq_recurrence_factor=2), "UTC"
+    )
     assert mapped.config is not None and mapped.config["weekdays"] == ["monday", "sunday"]
     assert "weeks here start on Monday" in mapped.warnings[0]
 

@@ -513,7 +513,7 @@ class _JobMapper:
         taken: set[str] = set()
         for i, row in rows:
             here = f"sysschedules[{i}]"
-            mapped = map_schedule(row)
+            mapped = map_schedule(row, self.options.timezone)
             if mapped.config is None:
                 self.note(
                     "schedule",

@@ -20,11 +20,13 @@ runs no fire it missed while it was stopped, and does not start a job that is st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
 from typing import Any
 
 from app.domain.errors import FieldError
+from app.domain.schedules import local_instants
 from app.domain.sql_agent.rows import SysScheduleRow
+from app.domain.timeutil import gap_end, get_zone
 
 #: freq_type values that cannot be mapped (reported, the job is imported without them).
 UNMAPPED_FREQ_TYPES = {
@@ -149,8 +151,9 @@ def schedule_errors(row: SysScheduleRow, where: str) -> list[FieldError]:
     return errors
 
 
-def map_schedule(row: SysScheduleRow) -> MappedSchedule:
-    """The ``schedule_config`` of a valid row (``schedule_errors`` is empty)."""
+def map_schedule(row: SysScheduleRow, timezone: str) -> MappedSchedule:
+    """The ``schedule_config`` of a valid row (``schedule_errors`` is empty) in the job's
+    ``timezone``."""
     if row.freq_type in UNMAPPED_FREQ_TYPES:
         return MappedSchedule(
             None,
@@ -159,8 +162,7 @@ def map_schedule(row: SysScheduleRow) -> MappedSchedule:
         )
     start = agent_date(row.active_start_date)
     if row.freq_type == 1:
-        at = f"{start.isoformat()}T{agent_time(row.active_start_time)}"
-        return MappedSchedule({"type": "once", "at": at, **POLICIES})
+        return _once(start, agent_time(row.active_start_time), timezone)
     config: dict[str, Any] = {"type": "calendar", "start_date": start.isoformat()}
     warnings: list[str] = []
     every = max(row.freq_recurrence_factor, 1)
@@ -206,3 +208,21 @@ def map_schedule(row: SysScheduleRow) -> MappedSchedule:
         }
     config.update(POLICIES)
     return MappedSchedule(config, warnings=tuple(warnings))
+
+
+def _once(day: date, at: str, timezone: str) -> MappedSchedule:
+    """A one-time schedule; a time in a DST gap fires when the gap ends, as a fixed-time
+    schedule does here (a ``once`` schedule in a gap is refused, so the time is moved)."""
+    naive = datetime.combine(day, time.fromisoformat(at))
+    zone = get_zone(timezone)
+    _, in_gap = local_instants(naive, zone)
+    if not in_gap:
+        return MappedSchedule({"type": "once", "at": naive.isoformat(), **POLICIES})
+    moved = gap_end(naive, zone).astimezone(zone).replace(tzinfo=None)
+    return MappedSchedule(
+        {"type": "once", "at": moved.isoformat(), **POLICIES},
+        warnings=(
+            f"{naive.isoformat()} does not exist in {timezone} (DST gap): it fires at "
+            f"{moved.isoformat()}, when the gap ends",
+        ),
+    )
