@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample B1 (server), B2, B5, B6 with py-spy into bench/results/profiles/ "
+        help="sample B1 (server), B2, B3-burst, B5, B6 with py-spy into bench/results/profiles/ "
         "(slows them down; figures are marked)",
     )
     args = parser.parse_args(argv)
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             output = RESULTS_DIR / "profiles" / "results.json"
 
     started = datetime.now(UTC)
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
     t0 = time.perf_counter()
     # The server runs on uvloop (uvicorn picks it when installed): so do the in-process runs.
     try:
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_seconds": round(duration, 1),
         "seconds_per_benchmark": {k: round(v, 1) for k, v in timings.items()},
         "cpu_count": os.cpu_count(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "machine": _machine(),
         "event_loop": loop_name,
         "postgresql": pg_version,
@@ -226,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = output.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     tmp.replace(output)
+    loads = "/".join(f"{x:.2f}" for x in load_start), "/".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"\n{len(figures)} figures, {len(missed)} missed target; {duration:.0f} s; wrote {output}"
+        f"\n{len(figures)} figures, {len(missed)} missed target; {duration:.0f} s; "
+        f"load average (1/5/15 min) {loads[0]} at start, {loads[1]} at end; wrote {output}"
     )
     return 0
 
