@@ -36,7 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.domain.errors import ConfigurationError, FieldError
-from app.domain.sql_agent.rows import SqlAgentExport, SysJobRow, SysJobStepRow
+from app.domain.sql_agent.rows import SqlAgentExport, SysJobRow, SysJobStepRow, SysScheduleRow
 from app.domain.sql_agent.schedules import map_schedule, schedule_errors
 from app.domain.sql_agent.tokens import (
     Translated,
@@ -275,7 +275,7 @@ class _JobMapper:
         )
 
     def map(
-        self, steps: list[tuple[int, SysJobStepRow]], schedules: list[tuple[int, Any]]
+        self, steps: list[tuple[int, SysJobStepRow]], schedules: list[tuple[int, SysScheduleRow]]
     ) -> dict[str, Any] | None:
         job, here = self.job, f"sysjobs[{self.row}]"
         if not steps:
@@ -429,7 +429,7 @@ class _JobMapper:
         order: list[SysJobStepRow],
         *,
         success: bool,
-    ) -> Any:
+    ) -> str | dict[str, str]:
         if action in (1, 2):
             return ACTIONS[action]
         if action == 3:
@@ -508,7 +508,9 @@ class _JobMapper:
                     step=step,
                 )
 
-    def _schedules(self, rows: list[tuple[int, Any]]) -> list[tuple[dict[str, Any], int]]:
+    def _schedules(
+        self, rows: list[tuple[int, SysScheduleRow]]
+    ) -> list[tuple[dict[str, Any], int]]:
         out: list[tuple[dict[str, Any], int]] = []
         taken: set[str] = set()
         for i, row in rows:

@@ -26,7 +26,7 @@ them too, to no effect).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +93,7 @@ _PS_NAMES = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TokenNote:
     """One token occurrence: translated (``reference`` set) or left as it is (``reason``)."""
 
@@ -112,10 +112,9 @@ class Translated:
     notes: list[TokenNote] = field(default_factory=list)
 
     def note(self, token: str, reference: str | None = None, reason: str = "") -> None:
-        if not any(
-            n.token == token and n.reference == reference and n.reason == reason for n in self.notes
-        ):
-            self.notes.append(TokenNote(token, reference, reason))
+        note = TokenNote(token, reference, reason)
+        if note not in self.notes:  # one note per token and outcome
+            self.notes.append(note)
 
 
 def _token_name(match: re.Match[str]) -> str:
@@ -290,19 +289,19 @@ def translate_shell(text: str) -> Translated:
                     chunk,
                     out,
                     lambda n: "'\"${" + _bind(out, n, _SHELL_NAMES) + "}\"'",
-                    escape=None,
+                    sql=False,
                 )
             )
         elif region.kind == "double":
             pieces.append(
                 _replace_code(
-                    chunk, out, lambda n: "${" + _bind(out, n, _SHELL_NAMES) + "}", escape=None
+                    chunk, out, lambda n: "${" + _bind(out, n, _SHELL_NAMES) + "}", sql=False
                 )
             )
         else:
             pieces.append(
                 _replace_code(
-                    chunk, out, lambda n: '"${' + _bind(out, n, _SHELL_NAMES) + '}"', escape=None
+                    chunk, out, lambda n: '"${' + _bind(out, n, _SHELL_NAMES) + '}"', sql=False
                 )
             )
     out.text = "".join(pieces)
@@ -331,7 +330,7 @@ def translate_powershell(text: str) -> Translated:
         else:
             pieces.append(
                 _replace_code(
-                    chunk, out, lambda n: "${" + _bind(out, n, _PS_NAMES) + "}", escape=None
+                    chunk, out, lambda n: "${" + _bind(out, n, _PS_NAMES) + "}", sql=False
                 )
             )
     body = "".join(pieces)
@@ -350,12 +349,16 @@ def _bind(out: Translated, token: str, names: dict[str, str]) -> str:
     return name
 
 
-def _replace_code(chunk: str, out: Translated, replacement: Any, *, escape: Any = "sql") -> str:
+def _replace_code(
+    chunk: str, out: Translated, replacement: Callable[[str], str], *, sql: bool = True
+) -> str:
+    """``chunk`` with each token that has a counterpart replaced by ``replacement(token)``;
+    the others noted and left. ``sql``: escape the other ``:name`` placeholders too."""
     pieces: list[str] = []
     pos = 0
     for match in _TOKEN.finditer(chunk):
         before = chunk[pos : match.start()]
-        pieces.append(_escape_placeholders(before) if escape == "sql" else before)
+        pieces.append(_escape_placeholders(before) if sql else before)
         name = _token_name(match)
         if name in TOKEN_SOURCES:
             pieces.append(replacement(name))
@@ -364,7 +367,7 @@ def _replace_code(chunk: str, out: Translated, replacement: Any, *, escape: Any 
             pieces.append(match.group(0))
         pos = match.end()
     rest = chunk[pos:]
-    pieces.append(_escape_placeholders(rest) if escape == "sql" else rest)
+    pieces.append(_escape_placeholders(rest) if sql else rest)
     return "".join(pieces)
 
 
