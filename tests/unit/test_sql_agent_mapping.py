@@ -694,6 +694,11 @@ def test_cmdexec_tokens_become_environment_variables(command: str, script: str) 
         ("'$(JOBNAME)'", "'$(JOBNAME)'", ["JOBNAME"]),
         ('param($x)\n"$(JOBNAME)"', 'param($x)\n"$(JOBNAME)"', ["JOBNAME"]),
         ("$(Get-Date); $($x.Name)", "$(Get-Date); $($x.Name)", []),
+        (
+            'using namespace System.IO\n"$(JOBID)"',
+            'using namespace System.IO\n"$(JOBID)"',
+            ["JOBID"],
+        ),
     ],
 )
 def test_powershell_tokens_become_script_parameters(

@@ -43,9 +43,9 @@ class SysJobRow(BaseModel):
     originating_server: str | None = Field(
         None,
         max_length=128,
-        description="The server the job runs on (``sysjobs_view.originating_server``, or "
-        "``@@SERVERNAME`` as the README's export query writes it): the server half of a "
-        '``"server/database"`` key of `connection_map`.',
+        description="The server the job runs on (``SERVERPROPERTY('ServerName')`` in the "
+        "README's export query, as ``sysjobs_view.originating_server`` has it): the server "
+        'half of a ``"server/database"`` key of `connection_map`.',
     )
     notify_level_email: int = Field(0, ge=0, le=3)
     notify_level_page: int = Field(0, ge=0, le=3)

@@ -72,6 +72,8 @@ _PLACEHOLDER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 _PS_PARAM_BLOCK = re.compile(
     r"^\s*(?:#[^\n]*\n\s*|<#.*?#>\s*)*(?:\[[^\]]*\]\s*)*param\s*\(", re.I | re.S
 )
+#: ``using`` statements must come before a param block: a script with them keeps its tokens.
+_PS_USING = re.compile(r"^\s*using\s+(?:namespace|module|assembly)\b", re.I | re.M)
 
 _SQL_NAMES = {
     "JOBID": "agent_job_id",
@@ -311,7 +313,7 @@ def translate_shell(text: str) -> Translated:
 def translate_powershell(text: str) -> Translated:
     """A PowerShell command for the ``powershell`` step (see the module docstring)."""
     out = Translated("")
-    own_params = _PS_PARAM_BLOCK.match(text) is not None
+    own_params = _PS_PARAM_BLOCK.match(text) is not None or _PS_USING.search(text) is not None
     pieces: list[str] = []
     for region in powershell_regions(text):
         chunk = text[region.start : region.end]
@@ -321,7 +323,7 @@ def translate_powershell(text: str) -> Translated:
             where = (
                 "inside a single-quoted string"
                 if not own_params
-                else ("in a script with its own param block")
+                else "in a script with its own param block or using statements"
             )
             for match in _TOKEN.finditer(chunk):
                 name = _token_name(match)
