@@ -138,11 +138,11 @@ async def fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def restart_postgres() -> float:
+def restart_postgres(cluster: str) -> float:
     version = sorted(os.listdir("/etc/postgresql"))[0]
     started = time.monotonic()
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"], check=True
     )
     return time.monotonic() - started
 
@@ -154,9 +154,20 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--recurring-jobs", type=int, default=10)
     parser.add_argument("--no-pg-restart", action="store_true")
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=PG["port"],
+        help="PostgreSQL port (default 5432); with --pg-cluster, soak a cluster of its own "
+        "(e.g. `pg_createcluster 15 soak --port 5433 --start`) and leave the main one alone",
+    )
+    parser.add_argument(
+        "--pg-cluster", default="main", help="the pg_ctlcluster name restarted mid-run"
+    )
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args()
+    PG["port"] = args.pg_port
 
     name = f"jsv2_soak_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
@@ -219,7 +230,7 @@ def main() -> int:
             soak.start(victim)
             next_kill = now + args.kill_every
         if pg_restart_at is not None and now >= pg_restart_at:
-            pg_restart_seconds = restart_postgres()
+            pg_restart_seconds = restart_postgres(args.pg_cluster)
             print(f"  {now - began:6.1f}s PostgreSQL restarted ({pg_restart_seconds:.1f}s)")
             pg_restart_at = None
         time.sleep(1.0)

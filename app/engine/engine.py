@@ -25,6 +25,7 @@ from app.domain.jobs import job_policies
 from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
 from app.domain.timeutil import utc_now
 from app.engine import env_defaults as env
+from app.engine.admission import SERIAL_RELEASED, SerialRuns
 from app.engine.env_defaults import EnvFloat, EnvInt
 from app.engine.execution_log import log_cancel
 from app.engine.jobs import JobService
@@ -143,7 +144,6 @@ class NewExecutionEngine:
         self.jobs: JobService | None = None
         self._recurring: RecurringScheduler | None = None
         self._recurring_task: asyncio.Task[None] | None = None
-        self._serial_locks: dict[str, asyncio.Lock] = {}
         self._dispatching: set[str] = set()
         self.observers = EngineObservers()  # metrics, notifications
         if isinstance(self.store, JobStore):
@@ -158,6 +158,7 @@ class NewExecutionEngine:
             )
         self._version = version
         self._node: ClusterNode | None = None
+        self._serial = SerialRuns(self.store, self.owner, node_timeout_seconds=node_timeout_seconds)
         self._recovery = Recovery(
             self.store,
             node_id=self.owner,
@@ -772,8 +773,9 @@ class NewExecutionEngine:
         retry_of = run.metadata.get("retry_of")
         if isinstance(retry_of, str):
             execution.resume = await self._finished_steps(retry_of)
-        if run.trigger == TRIGGER_SCHEDULE:
-            # overlap_policy queue, and run_all catch-ups: one run of the job at a time.
+        if run.trigger == TRIGGER_SCHEDULE or isinstance(retry_of, str):
+            # overlap_policy queue, and run_all catch-ups (and the retry of one a dead node
+            # left): one run of the job at a time, cluster-wide.
             misfire, overlap = job_policies(run.job)
             execution.serial = overlap == "queue" or misfire == "run_all"
         # On record before it can start: after a crash from here on, the execution is
@@ -830,11 +832,7 @@ class NewExecutionEngine:
     async def _run_execution(
         self, execution: Execution, on_done: Callable[[Execution], None] | None
     ) -> JobExecutionResult:
-        serial = (
-            self._serial_locks.setdefault(execution.job.job_id, asyncio.Lock())
-            if execution.serial
-            else None
-        )
+        job_id = execution.job.job_id
         holds_serial = False
         queue_released = False
 
@@ -847,13 +845,14 @@ class NewExecutionEngine:
 
         try:
             try:
-                if serial is not None:
-                    await serial.acquire()
+                if execution.serial:
+                    await self._serial.enter(job_id, execution.execution_id)
                     holds_serial = True
                 await self._worker_slots.acquire()
             except asyncio.CancelledError:
-                if holds_serial and serial is not None:
-                    serial.release()
+                if holds_serial:
+                    self._serial.leave_local(job_id)
+                    await asyncio.shield(self._serial.leave(job_id, execution.execution_id))
                 if not execution.context.is_cancelled():
                     raise
                 _uncancel()
@@ -863,8 +862,8 @@ class NewExecutionEngine:
             def release_slots() -> None:
                 self._running.pop(execution.execution_id, None)
                 self._worker_slots.release()
-                if serial is not None:
-                    serial.release()
+                if holds_serial:
+                    self._serial.leave_local(job_id)
                 release_queue()
 
             execution.release = release_slots
@@ -884,6 +883,8 @@ class NewExecutionEngine:
                 return execution.result
             finally:
                 execution.release_slots()
+                if holds_serial:
+                    await asyncio.shield(self._serial.leave(job_id, execution.execution_id))
         finally:
             release_queue()
             self._complete(execution)
@@ -958,6 +959,8 @@ class NewExecutionEngine:
         """Another node changed something: look again now instead of at the next poll."""
         if payload in ("runs", "reconnected"):
             self._scheduler.notify()
+        if payload in (SERIAL_RELEASED, "reconnected"):
+            self._serial.wake()
         if payload in ("jobs", "reconnected") and self._recurring is not None:
             self._recurring.notify()
 

@@ -286,6 +286,18 @@ class ClusterStore(Protocol):
     async def waiting_by_timezone(self, now: datetime) -> dict[str, int]:
         """Runs due and not started, per timezone, over the whole cluster."""
 
+    async def acquire_serial(
+        self, job_id: str, execution_id: str, owner: str, timeout_seconds: float
+    ) -> bool:
+        """Make ``execution_id`` (run by ``owner``) the one run of ``job_id`` allowed now:
+        True when it is (also when it already was), False while another execution holds
+        it. A holder whose node has no heartbeat younger than ``timeout_seconds``, or whose
+        execution ended, is replaced."""
+
+    async def release_serial(self, job_id: str, execution_id: str, owner: str) -> None:
+        """Give back ``job_id``'s lock if ``execution_id`` of ``owner`` holds it; wake the
+        other nodes."""
+
     async def notify(self, payload: str) -> None:
         """Wake the other nodes (``runs``, ``jobs``)."""
 

@@ -9,9 +9,10 @@ was only paused) no longer land.
 
 * a claimed run that never started goes back to pending (another node claims it);
 * an execution that was running is ended FAILED "interrupted on node <id>", and retried as a
-  new execution if its job has retries left; the retry names it (``retry_of``) and, when a
-  step was in flight, flags that the step may run a second time (``possible_duplicate_of``,
-  ``possible_duplicate_steps``);
+  new execution if its job has retries left; the retry names it (``retry_of``) and flags
+  every step not on record as finished as one that may run a second time
+  (``possible_duplicate_of``, ``possible_duplicate_steps``): progress rows are written in
+  batches, so the record may trail what the dead node did by more than one step;
 * an execution handed to a dead node's queue but not started is ended FAILED (at most once:
   it is never run a second time);
 * runs due longer ago than the misfire grace are recorded missed.
@@ -112,16 +113,15 @@ class Recovery:
         reason = f"interrupted on node {node}: the node stopped while it was running"
         if job is None or left.retry_count >= job.max_retries:
             return "interrupted" if await take_over(reason) else None
+        # Progress rows are written in batches, so what is on record is a prefix of what
+        # happened: beyond it, any step not on record as finished may have started (and done
+        # its work), one after another, before the node died. Each may run a second time.
+        done = {s.step_id for s in left.steps if s.status is StepStatus.SUCCESS}
         in_flight = [
-            s.step_id for s in left.steps if s.status in (StepStatus.RUNNING, StepStatus.PENDING)
+            step_id
+            for step_id in dict.fromkeys(str(c.get("step_id", "")) for c in job.steps)
+            if step_id not in done
         ]
-        if not in_flight:
-            # Progress rows are written in batches: a step may have started (and done its
-            # work) before its RUNNING row reached the database. The first step that had not
-            # succeeded is the one the retry runs first: it may be running a second time.
-            done = {s.step_id for s in left.steps if s.status is StepStatus.SUCCESS}
-            pending = [str(c.get("step_id", "")) for c in job.steps]
-            in_flight = [step_id for step_id in pending if step_id not in done][:1]
         metadata: dict[str, object] = {"retry_of": left.execution_id}
         if in_flight:
             metadata["possible_duplicate_of"] = left.execution_id

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.domain.cluster import NodeInfo, OrphanedExecution
@@ -37,6 +38,7 @@ from app.persistence.models import (
     JobExecutionV2,
     ScheduledRunV2,
     SchedulerNodeV2,
+    SerialLockV2,
 )
 from app.persistence.repositories import (
     IN_FLIGHT_STATUSES,
@@ -358,6 +360,57 @@ class SqlClusterMixin:
                 .order_by(job.created_at, job.execution_id)
             )
             return list(await session.scalars(stmt))
+
+    async def acquire_serial(
+        self, job_id: str, execution_id: str, owner: str, timeout_seconds: float
+    ) -> bool:
+        """One lock row per job; a stale one (dead node, or its execution ended) is removed
+        first. Of two nodes inserting at once the primary key lets one win."""
+        lock, job = SerialLockV2, JobExecutionV2
+        try:
+            async with self._write() as session:
+                repo = NodeRepository(session)
+                ended = (
+                    select(job.execution_id)
+                    .where(job.execution_id == lock.execution_id, job.status.not_in(UNFINISHED))
+                    .exists()
+                )
+                await session.execute(
+                    delete(lock)
+                    .where(
+                        lock.job_id == job_id,
+                        lock.execution_id != execution_id,
+                        or_(~repo.live_node(lock.owner, timeout_seconds), ended),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                held = await session.scalar(select(lock.execution_id).where(lock.job_id == job_id))
+                if held is not None:
+                    return bool(held == execution_id)
+                await session.execute(
+                    insert(lock).values(
+                        job_id=job_id,
+                        execution_id=execution_id,
+                        owner=owner,
+                        acquired_at=repo.db_now(),
+                    )
+                )
+                return True
+        except IntegrityError:
+            return False  # another node took it between our look and our insert
+
+    async def release_serial(self, job_id: str, execution_id: str, owner: str) -> None:
+        lock = SerialLockV2
+        async with self._write() as session:
+            gone = await session.execute(
+                delete(lock)
+                .where(
+                    lock.job_id == job_id, lock.execution_id == execution_id, lock.owner == owner
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if gone.rowcount:  # type: ignore[attr-defined]
+                await NodeRepository(session).notify("serial")
 
     async def waiting_by_timezone(self, now: datetime) -> dict[str, int]:
         """Cluster-wide queue depths: runs due and not yet started, per timezone."""

@@ -230,3 +230,16 @@ class SchedulerNodeV2(Base):
     state: Mapped[str] = mapped_column(String(20))
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class SerialLockV2(Base):
+    """The one execution of a job that may run now when its runs must not overlap (overlap
+    ``queue``, ``run_all`` catch-ups), whichever node runs it. A row whose owner is no live
+    node, or whose execution ended, is stale: the next node to ask replaces it."""
+
+    __tablename__ = "job_serial_locks_v2"
+
+    job_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[datetime]

@@ -262,6 +262,51 @@ def test_three_replicas_fire_every_recurring_time_once(cluster: Cluster) -> None
     assert ran_on >= 2  # the work is spread, not pinned to one node
 
 
+@pytest.mark.timeout(180)
+def test_overlap_queue_runs_one_at_a_time_across_replicas(cluster: Cluster) -> None:
+    """Fires every second of a job that takes longer than that, with overlap_policy queue,
+    on two replicas: the runs wait for each other whichever node claimed them."""
+    nodes = [cluster.start() for _ in range(2)]
+    job = {
+        "job_id": "serial",
+        "job_name": "serial",
+        "schedule_config": {
+            "type": "interval",
+            "every_seconds": 1,
+            "overlap_policy": "queue",
+        },
+        "steps": [{"step_id": "work", "type": "shell", "script": "sleep 1.5"}],
+    }
+    response = httpx.post(f"{nodes[0].base_url}/api/v2/jobs", json=job, timeout=10)
+    assert response.status_code == 201, response.text
+
+    def finished_on_both() -> bool:
+        rows = query(
+            cluster.url,
+            "SELECT owner FROM job_executions_v2 WHERE job_id = 'serial' AND status = 'success'",
+        )
+        return len(rows) >= 8 and len({r["owner"] for r in rows}) == 2
+
+    wait_for("eight runs, on both nodes", finished_on_both, timeout=120, every=0.5)
+    response = httpx.post(f"{nodes[1].base_url}/api/v2/jobs/serial/disable", timeout=10)
+    assert response.status_code == 200, response.text
+    for server in nodes:  # the runs still queued finish or are cancelled at a clean stop
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(30)
+    runs = query(
+        cluster.url,
+        "SELECT execution_id, owner, start_time, end_time FROM job_executions_v2 "
+        "WHERE job_id = 'serial' AND start_time IS NOT NULL AND status = 'success' "
+        "ORDER BY start_time",
+    )
+    for before, after in itertools.pairwise(runs):
+        assert before["end_time"] <= after["start_time"], (
+            f"{before['execution_id']} on {before['owner']} and {after['execution_id']} on "
+            f"{after['owner']} overlapped"
+        )
+    assert query(cluster.url, "SELECT * FROM job_serial_locks_v2") == []  # all given back
+
+
 def _start_second(url: str, port: int, workdir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "V2_DATABASE_URL": url, "V2_AUTO_MIGRATE": "false"}
     return subprocess.run(

@@ -58,7 +58,7 @@ async def _truncate(url: str) -> None:
             await conn.execute(
                 text(
                     "TRUNCATE jobs_v2, scheduled_runs_v2, step_executions_v2, job_executions_v2, "
-                    "notification_outbox_v2, scheduler_nodes"
+                    "notification_outbox_v2, scheduler_nodes, job_serial_locks_v2"
                 )
             )
     finally:
