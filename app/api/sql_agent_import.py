@@ -21,8 +21,8 @@ from app.api.schemas import JobCreate
 from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
 from app.domain.jobs import JobsExistError, OnConflict
 from app.domain.models import JobDefinition
+from app.domain.sql_agent.export import SqlAgentExport
 from app.domain.sql_agent.mapping import ImportOptions, Outcome, PlannedJob, plan_import
-from app.domain.sql_agent.rows import SqlAgentExport
 from app.domain.timeutil import is_valid_timezone
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService

@@ -145,4 +145,4 @@ def _uncovered(
 
 
 def _loc(path: str) -> tuple[int | str, ...]:
-    return tuple(name if name is not None else int(index) for name, index in _PART.findall(path))
+    return tuple(name if name else int(index) for name, index in _PART.findall(path))

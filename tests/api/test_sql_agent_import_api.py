@@ -371,3 +371,24 @@ async def test_a_one_time_schedule_in_a_dst_gap_is_moved_and_reported(
         "Weekdays every 15 minutes",
         "sysschedules[1]",
     )
+
+
+async def test_schema_and_cross_row_problems_come_in_one_400(client: httpx.AsyncClient) -> None:
+    export = msdb.export()
+    export["sysjobs"][0].pop("name")  # Nightly ETL's row is bad; its steps still count
+    export["sysjobsteps"][3]["retry_attempts"] = "3"
+    export["sysjobsteps"][4]["on_success_action"] = 4
+    export["sysjobsteps"][4]["on_success_step_id"] = 9
+    export["sysschedules"][1]["freq_type"] = 3
+    export["sysjobschedules"][5]["schedule_id"] = 77
+
+    response = await client.post(IMPORT, json=body(export))
+
+    problem = assert_problem(response, 400)
+    assert {e["field"] for e in problem["errors"]} == {
+        "export.sysjobs[0].name",
+        "export.sysjobsteps[3].retry_attempts",
+        "export.sysjobsteps[4].on_success_step_id",
+        "export.sysschedules[1].freq_type",
+        "export.sysjobschedules[5].schedule_id",
+    }

@@ -12,8 +12,9 @@ import pytest
 from app.domain.errors import ConfigurationError
 from app.domain.job_schedule import build_job_schedule
 from app.domain.schedules import upcoming
+from app.domain.sql_agent.export import SqlAgentExport
 from app.domain.sql_agent.mapping import ImportOptions, Outcome, plan_import
-from app.domain.sql_agent.rows import SqlAgentExport, SysScheduleRow
+from app.domain.sql_agent.rows import SysScheduleRow
 from app.domain.sql_agent.schedules import map_schedule, schedule_errors
 from app.domain.sql_agent.tokens import translate_powershell, translate_shell, translate_sql
 from app.steps.sql import query_parameter_names

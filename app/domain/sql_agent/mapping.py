@@ -36,8 +36,10 @@ from enum import StrEnum
 from typing import Any
 
 from app.domain.errors import ConfigurationError, FieldError
-from app.domain.sql_agent.rows import SqlAgentExport, SysJobRow, SysJobStepRow, SysScheduleRow
-from app.domain.sql_agent.schedules import map_schedule, schedule_errors
+from app.domain.sql_agent.checks import SUBSYSTEMS, export_errors
+from app.domain.sql_agent.export import SqlAgentExport
+from app.domain.sql_agent.rows import SysJobRow, SysJobStepRow, SysScheduleRow
+from app.domain.sql_agent.schedules import map_schedule
 from app.domain.sql_agent.tokens import (
     Translated,
     translate_powershell,
@@ -45,8 +47,6 @@ from app.domain.sql_agent.tokens import (
     translate_sql,
 )
 
-#: subsystem (case-insensitive) -> step type.
-SUBSYSTEMS = {"tsql": "sql", "powershell": "powershell", "cmdexec": "shell"}
 ACTIONS = {1: "quit_success", 2: "quit_failure", 3: "next", 4: "goto"}
 MAX_RETRY_ATTEMPTS = 100
 MAX_RETRY_INTERVAL_SECONDS = 3600
@@ -114,96 +114,12 @@ class ImportPlan:
     report: list[ReportEntry]
 
 
-# -- checking the export --------------------------------------------------------------------
-def export_errors(export: SqlAgentExport) -> list[FieldError]:
-    """Every problem of the export as a whole, each naming its row and column."""
-    errors: list[FieldError] = []
-
-    def bad(path: str, message: str) -> None:
-        errors.append(FieldError(f"export.{path}", message))
-
-    jobs: dict[str, SysJobRow] = {}
-    names = Counter(job.name for job in export.sysjobs)
-    for i, job in enumerate(export.sysjobs):
-        key = job.job_id.lower()
-        if key in jobs:
-            bad(f"sysjobs[{i}].job_id", f"job_id {job.job_id} is listed twice")
-        jobs[key] = job
-        if names[job.name] > 1:
-            bad(f"sysjobs[{i}].name", f"the name {job.name!r} is used by {names[job.name]} jobs")
-    steps: dict[str, dict[int, int]] = {}
-    for i, step in enumerate(export.sysjobsteps):
-        where = f"sysjobsteps[{i}]"
-        key = step.job_id.lower()
-        if key not in jobs:
-            bad(f"{where}.job_id", f"no row of sysjobs has job_id {step.job_id}")
-            continue
-        numbers = steps.setdefault(key, {})
-        if step.step_id in numbers:
-            bad(f"{where}.step_id", f"the job already has a step {step.step_id}")
-        numbers[step.step_id] = i
-        if step.subsystem.lower() in SUBSYSTEMS and not (step.command or "").strip():
-            bad(f"{where}.command", f"a {step.subsystem} step needs a command")
-    for i, step in enumerate(export.sysjobsteps):
-        found = steps.get(step.job_id.lower())
-        if found is None:
-            continue
-        for action_column, target_column in (
-            ("on_success_action", "on_success_step_id"),
-            ("on_fail_action", "on_fail_step_id"),
-        ):
-            action, target = getattr(step, action_column), getattr(step, target_column)
-            if action not in ACTIONS:
-                bad(
-                    f"sysjobsteps[{i}].{action_column}",
-                    f"unknown action {action} (1 quit with success, 2 quit with failure, "
-                    "3 go to the next step, 4 go to a step)",
-                )
-            elif action == 4 and target not in found:
-                bad(
-                    f"sysjobsteps[{i}].{target_column}",
-                    f"goes to step {target}, which the job does not have "
-                    f"(it has {', '.join(map(str, sorted(found)))})",
-                )
-    for i, job in enumerate(export.sysjobs):
-        of_job = steps.get(job.job_id.lower())
-        if of_job and job.start_step_id not in of_job:
-            bad(
-                f"sysjobs[{i}].start_step_id",
-                f"step {job.start_step_id} is not a step of the job "
-                f"(it has {', '.join(map(str, sorted(of_job)))})",
-            )
-    schedule_ids: set[int] = set()
-    for i, schedule in enumerate(export.sysschedules):
-        if schedule.schedule_id in schedule_ids:
-            bad(
-                f"sysschedules[{i}].schedule_id",
-                f"schedule_id {schedule.schedule_id} is listed twice",
-            )
-        schedule_ids.add(schedule.schedule_id)
-        errors.extend(schedule_errors(schedule, f"export.sysschedules[{i}]"))
-    pairs: set[tuple[str, int]] = set()
-    for i, link in enumerate(export.sysjobschedules):
-        where = f"sysjobschedules[{i}]"
-        if link.job_id.lower() not in jobs:
-            bad(f"{where}.job_id", f"no row of sysjobs has job_id {link.job_id}")
-        if link.schedule_id not in schedule_ids:
-            bad(
-                f"{where}.schedule_id", f"no row of sysschedules has schedule_id {link.schedule_id}"
-            )
-        pair = (link.job_id.lower(), link.schedule_id)
-        if pair in pairs:
-            bad(where, "this job and schedule are listed twice")
-        pairs.add(pair)
-    return errors
-
-
 # -- mapping --------------------------------------------------------------------------------
 def plan_import(export: SqlAgentExport, options: ImportOptions) -> ImportPlan:
     """The jobs to store and the report; ``ConfigurationError`` naming every bad row."""
     errors = export_errors(export)
     if errors:
-        raise ConfigurationError(errors)
+        raise ConfigurationError([FieldError(f"export.{e.field}", e.message) for e in errors])
     steps_of: dict[str, list[tuple[int, SysJobStepRow]]] = {}
     for i, step in enumerate(export.sysjobsteps):
         steps_of.setdefault(step.job_id.lower(), []).append((i, step))

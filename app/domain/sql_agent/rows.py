@@ -129,14 +129,3 @@ class SysJobScheduleRow(BaseModel):
     schedule_id: int
     next_run_date: int | None = Field(None, description="yyyymmdd (informational).")
     next_run_time: int | None = Field(None, description="hhmmss (informational).")
-
-
-class SqlAgentExport(BaseModel):
-    """The four msdb tables, as the README's ``FOR JSON PATH`` query writes them."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    sysjobs: list[SysJobRow] = Field(max_length=10_000)
-    sysjobsteps: list[SysJobStepRow] = Field(max_length=100_000)
-    sysschedules: list[SysScheduleRow] = Field(max_length=100_000)
-    sysjobschedules: list[SysJobScheduleRow] = Field(max_length=100_000)
