@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import assert_problem, shell_job
+from app.main import create_app
+from tests.api.helpers import BASE_URL, assert_problem, make_settings, shell_job
 
 EXECUTE = "/api/v2/jobs/execute"
 SCHEDULE = "/api/v2/jobs/schedule"
@@ -387,3 +388,22 @@ async def test_sql_server_problems_are_400_all_at_once(client: httpx.AsyncClient
         "steps[2].query",
     ]
     assert problem["errors"][0]["message"].startswith("line 2: GO must stand alone")
+
+
+async def test_a_stored_job_whose_connection_changed_database_warns(service_database: str) -> None:
+    """Stored on SQL Server, read back after the connection became a SQLite one."""
+
+    async def start(url: str) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(connections={"x": url}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+                yield http
+
+    async for http in start(SQL_CONNECTIONS["connections"]["ms"]):
+        assert (await http.post("/api/v2/jobs", json=sql_job("x"))).status_code == 201
+    async for http in start("sqlite+aiosqlite:///./never-opened.db"):
+        stored = (await http.get("/api/v2/jobs/bad-input")).json()
+
+    assert [w["field"] for w in stored["warnings"]] == ["steps[0].query"]
+    assert stored["warnings"][0]["message"].startswith("line 2: GO separates T-SQL batches")
