@@ -554,8 +554,9 @@ def preview(
 
 def read_export(path: str) -> dict[str, Any]:
     """The msdb export in ``path``: the object the README's FOR JSON query writes (or a
-    request body with it under ``export``). Line breaks are dropped first: sqlcmd cuts long
-    FOR JSON output into lines, and JSON has none of its own inside strings."""
+    request body with it under ``export``). Line breaks are dropped first: SQL Server returns
+    a long FOR JSON result as several rows, which sqlcmd writes as lines, and JSON has no raw
+    line break of its own inside strings."""
     try:
         with open(path, encoding="utf-8-sig") as file:
             data = json.loads(file.read().replace("\r", "").replace("\n", ""))

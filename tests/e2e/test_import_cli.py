@@ -39,7 +39,8 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
 
 @pytest.fixture
 def export_file(tmp_path: Path) -> Path:
-    """The export as sqlcmd writes a FOR JSON result: cut into lines of 2033 characters."""
+    """The export as sqlcmd writes a FOR JSON result: SQL Server sends it as rows of 2033
+    characters, one line each."""
     text = json.dumps(msdb.export())
     path = tmp_path / "msdb.json"
     path.write_text("\n".join(text[i : i + 2033] for i in range(0, len(text), 2033)))
