@@ -40,12 +40,13 @@ transaction unless the step sets ``"transaction": false``; its cancel is ODBC's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -242,7 +243,7 @@ class SqlStep(ExecutionStep):
         state: _RunState,
     ) -> tuple[QueryRows | None, int | None]:
         family = cfg.family
-        async with engine.connect() as conn:
+        async with _live_connection(engine) as conn:
             state.phase = _Phase.SETUP
             try:
                 state.session = await server_session(conn)
@@ -355,7 +356,9 @@ class SqlStep(ExecutionStep):
                 prepared = await prepared_statement(conn, driver, sql)
                 rows = await prepared.fetch(*args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DBAPIError(sql, None, exc) from exc
+            if isinstance(exc, _CONNECTION_LOST) or driver.is_closed():
+                await conn.invalidate()  # not back into the pool: the next step gets a new one
+            raise DBAPIError(sql, None, exc, connection_invalidated=conn.invalidated) from exc
         match = _ROWCOUNT.match(prepared.get_statusmsg() or "")
         affected = int(match.group(1)) if match else None
         attributes = prepared.get_attributes()
@@ -641,6 +644,35 @@ def _driver_message(orig: BaseException) -> str:
 
 
 # -- connection clean-up and cancellation helpers ---------------------------------------------
+#: asyncpg errors that mean the connection itself is gone (a database restart, a terminated
+#: backend): it is discarded instead of going back into the pool.
+_CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)
+#: How many dead pooled connections one checkout discards before it takes what it gets.
+_MAX_DEAD_CHECKOUTS = 64
+
+
+@contextlib.asynccontextmanager
+async def _live_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection whose server end is still open. asyncpg knows when the server
+    closed one (a database restart, a terminated backend); such a connection is discarded
+    here, before any statement is sent on it, so a restart costs no step a failure. (The
+    pool's own check runs only on connections idle for 10 s.)"""
+    for _ in range(_MAX_DEAD_CHECKOUTS):
+        async with engine.connect() as conn:
+            if not await _closed_by_server(conn):
+                yield conn
+                return
+            await conn.invalidate()
+    async with engine.connect() as conn:
+        yield conn
+
+
+async def _closed_by_server(conn: AsyncConnection) -> bool:
+    if conn.dialect.driver != "asyncpg":
+        return False
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    return bool(driver.is_closed())
 
 
 async def _undo(conn: AsyncConnection, family: str, *, aborted: bool) -> None:

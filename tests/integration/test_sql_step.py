@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -804,6 +805,48 @@ async def test_postgresql_statement_is_prepared_once_per_connection(pg_one: Harn
         parameters={"pattern": "SELECT CAST($1%"},
     )
     assert json.loads(rows.output or "") == [{"n": 1}]
+
+
+async def test_postgresql_a_connection_the_server_closed_is_replaced(
+    pg_one: Harness, pg_url: str
+) -> None:
+    """A database restart closes every pooled connection: the next step gets a new one
+    instead of failing on the dead one (the statement had not been sent)."""
+    first = await pg_one.run("a", "SELECT pg_backend_pid() AS pid")
+    pid = json.loads(first.output or "")[0]["pid"]
+    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid) is True
+        while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.close()
+
+    again = await pg_one.run("b", "SELECT pg_backend_pid() AS pid")
+
+    assert again.status == StepStatus.SUCCESS, again.error_message
+    assert json.loads(again.output or "")[0]["pid"] != pid
+
+
+async def test_postgresql_a_connection_lost_mid_statement_fails_the_step_and_is_dropped(
+    pg_one: Harness, pg_url: str
+) -> None:
+    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        running = asyncio.create_task(pg_one.run("slow", "SELECT pg_sleep(30) AS slept"))
+        find = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"
+        while not (pid := await admin.fetchval(find)):
+            await asyncio.sleep(0.01)
+        await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        lost = await running
+    finally:
+        await admin.close()
+
+    # Whether it ran cannot be known: the step fails, saying why; the pool drops the session.
+    assert lost.status == StepStatus.FAILED
+    assert "terminat" in (lost.error_message or "") or "closed" in (lost.error_message or "")
+    after = await pg_one.run("b", "SELECT 1 AS one")
+    assert after.status == StepStatus.SUCCESS, after.error_message
 
 
 async def test_postgresql_prepared_statement_survives_a_schema_change(
