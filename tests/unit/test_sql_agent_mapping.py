@@ -708,3 +708,15 @@ def test_powershell_tokens_become_script_parameters(
     out = translate_powershell(command)
     assert out.text == script
     assert [n.token for n in out.notes if n.reference is None] == left
+
+
+def test_a_steps_server_column_picks_the_server_database_key() -> None:
+    data = msdb.export()
+    data["sysjobsteps"][3]["server"] = "SQLREPORT02"  # Intraday feed's step, database DW
+    options = ImportOptions(
+        "UTC",
+        {"sqlreport02/dw": "reports", "SQLPROD01/DW": "warehouse", "DW": "fallback", "Ops": "o"},
+    )
+    jobs = {j.definition["job_id"]: j.definition for j in plan(data, options).jobs}
+    assert jobs["intraday-feed"]["steps"][0]["connection_name"] == "reports"
+    assert jobs["nightly-etl"]["steps"][0]["connection_name"] == "warehouse"

@@ -389,13 +389,11 @@ class _JobMapper:
         database = step.database_name or DEFAULT_DATABASE
         server = step.server or self.job.originating_server
         keys = ([f"{server}/{database}"] if server else []) + [database]
-        wanted = {k.casefold(): k for k in keys}
-        for key in keys:
-            if key in self.options.connection_map:
-                return self.options.connection_map[key]
-        for key, connection in self.options.connection_map.items():
-            if key.casefold() in wanted:
-                return connection
+        folded = {k.casefold(): name for k, name in self.options.connection_map.items()}
+        for key in keys:  # "server/database" first, each exactly, then in any case
+            found = self.options.connection_map.get(key) or folded.get(key.casefold())
+            if found is not None:
+                return found
         self.note(
             "unmapped_database",
             Outcome.JOB_NOT_IMPORTED,
