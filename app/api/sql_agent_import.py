@@ -19,10 +19,16 @@ from app.api.errors import InvalidRequestError, PermissionDeniedError, prefixed
 from app.api.job_input import JobParser
 from app.api.schemas import JobCreate
 from app.domain.errors import ConfigurationError, EngineNotRunningError, FieldError
-from app.domain.jobs import JobsExistError, OnConflict
+from app.domain.jobs import JobsExistError, JobsWritten, OnConflict
 from app.domain.models import JobDefinition
 from app.domain.sql_agent.export import SqlAgentExport
-from app.domain.sql_agent.mapping import ImportOptions, Outcome, PlannedJob, plan_import
+from app.domain.sql_agent.mapping import (
+    ImportOptions,
+    ImportPlan,
+    Outcome,
+    PlannedJob,
+    plan_import,
+)
 from app.domain.timeutil import is_valid_timezone
 from app.engine.engine import NewExecutionEngine
 from app.engine.jobs import JobService
@@ -205,50 +211,10 @@ class SqlAgentImportService:
     async def run(
         self, body: SqlAgentImportCreate, *, requested_by: str | None
     ) -> SqlAgentImportRead:
-        options = body.options
-        errors = self._connection_map_errors(options.connection_map)
-        try:
-            plan = plan_import(
-                body.export,
-                ImportOptions(
-                    timezone=options.timezone,
-                    connection_map=options.connection_map,
-                    job_id_prefix=options.job_id_prefix,
-                    timeout_seconds=self._parser.max_timeout_seconds,
-                    batch_commit=self._batch_commit(options.connection_map.values()),
-                ),
-            )
-        except ConfigurationError as exc:
-            raise InvalidRequestError(exc.errors + errors) from None
-        jobs, denied = self._admit(plan.jobs, requested_by, errors)
-        if errors:
-            raise InvalidRequestError(errors)
-        if denied:
-            raise PermissionDeniedError("; ".join(map(str, denied)), denied)
-        on_conflict = OnConflict(options.on_conflict)
-        try:
-            written = await self._jobs.create_many(
-                [job for _, job in jobs],
-                on_conflict=on_conflict,
-                dry_run=options.dry_run,
-                where=[f"export.sysjobs[{planned.row}]" for planned, _ in jobs],
-            )
-        except ConfigurationError as exc:  # e.g. a business calendar a schedule names
-            raise InvalidRequestError(exc.errors) from None
-        except JobsExistError as exc:
-            rows = {job.job_id: planned.row for planned, job in jobs}
-            raise JobsExistError(
-                exc.job_ids,
-                [
-                    FieldError(
-                        f"export.sysjobs[{rows[job_id]}].name",
-                        f"job_id {job_id!r} is taken (on_conflict is fail: nothing was "
-                        "stored; use skip or replace)",
-                    )
-                    for job_id in exc.job_ids
-                    if job_id in rows
-                ],
-            ) from None
+        """Map, check and store (or, ``dry_run``, only say what would be stored)."""
+        plan = self._plan(body)
+        jobs = self._admit(plan.jobs, requested_by)
+        written = await self._store(jobs, body.options)
         stored = {s.job_id: ("create", s) for s in written.created}
         stored |= {s.job_id: ("replace", s) for s in written.replaced}
         listed = []
@@ -266,7 +232,7 @@ class SqlAgentImportService:
                 )
             )
         return SqlAgentImportRead(
-            dry_run=options.dry_run,
+            dry_run=body.options.dry_run,
             created=len(written.created),
             replaced=len(written.replaced),
             skipped=len(written.skipped),
@@ -276,6 +242,56 @@ class SqlAgentImportService:
                 ImportReportEntryRead.model_validate(e, from_attributes=True) for e in plan.report
             ],
         )
+
+    def _plan(self, body: SqlAgentImportCreate) -> ImportPlan:
+        """The mapped jobs and the report; 400 naming every bad row and option."""
+        options = body.options
+        errors = self._connection_map_errors(options.connection_map)
+        try:
+            plan = plan_import(
+                body.export,
+                ImportOptions(
+                    timezone=options.timezone,
+                    connection_map=options.connection_map,
+                    job_id_prefix=options.job_id_prefix,
+                    timeout_seconds=self._parser.max_timeout_seconds,
+                    batch_commit=self._batch_commit(options.connection_map.values()),
+                ),
+            )
+        except ConfigurationError as exc:
+            raise InvalidRequestError(exc.errors + errors) from None
+        if errors:
+            raise InvalidRequestError(errors)
+        return plan
+
+    async def _store(
+        self, jobs: list[tuple[PlannedJob, JobDefinition]], options: SqlAgentImportOptions
+    ) -> JobsWritten:
+        """All the jobs in one transaction (``JobService.create_many``); problems named
+        under their export rows."""
+        try:
+            return await self._jobs.create_many(
+                [job for _, job in jobs],
+                on_conflict=OnConflict(options.on_conflict),
+                dry_run=options.dry_run,
+                where=[f"export.sysjobs[{planned.row}]" for planned, _ in jobs],
+            )
+        except ConfigurationError as exc:  # what storing checks beyond the parser
+            raise InvalidRequestError(exc.errors) from None
+        except JobsExistError as exc:
+            rows = {job.job_id: planned.row for planned, job in jobs}
+            raise JobsExistError(
+                exc.job_ids,
+                [
+                    FieldError(
+                        f"export.sysjobs[{rows[job_id]}].name",
+                        f"job_id {job_id!r} is taken (on_conflict is fail: nothing was "
+                        "stored; use skip or replace)",
+                    )
+                    for job_id in exc.job_ids
+                    if job_id in rows
+                ],
+            ) from None
 
     def _batch_commit(self, names: Iterable[str]) -> frozenset[str]:
         """The mapped connections that are SQL Server and not read_only."""
@@ -302,11 +318,13 @@ class SqlAgentImportService:
         ]
 
     def _admit(
-        self, planned: list[PlannedJob], requested_by: str | None, errors: list[FieldError]
-    ) -> tuple[list[tuple[PlannedJob, JobDefinition]], list[FieldError]]:
-        """Each planned job parsed and checked as ``POST /api/v2/jobs`` checks one; parse
-        problems go to ``errors``, connections the key may not use are returned."""
+        self, planned: list[PlannedJob], requested_by: str | None
+    ) -> list[tuple[PlannedJob, JobDefinition]]:
+        """Each planned job parsed and checked as ``POST /api/v2/jobs`` checks one: one 400
+        naming every problem under its row, else one 403 for connections the key may not
+        use."""
         admitted: list[tuple[PlannedJob, JobDefinition]] = []
+        errors: list[FieldError] = []
         denied: list[FieldError] = []
         for job in planned:
             prefix = f"export.sysjobs[{job.row}]"
@@ -320,4 +338,8 @@ class SqlAgentImportService:
             except PermissionDeniedError as exc:
                 denied.extend(exc.errors)
             admitted.append((job, definition))
-        return admitted, denied
+        if errors:
+            raise InvalidRequestError(errors)
+        if denied:
+            raise PermissionDeniedError("; ".join(map(str, denied)), denied)
+        return admitted

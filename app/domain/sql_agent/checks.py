@@ -36,8 +36,8 @@ class ExportRows:
     schedules: list[tuple[int, SysScheduleRow]] = field(default_factory=list)
     links: list[tuple[int, SysJobScheduleRow]] = field(default_factory=list)
     other_job_ids: set[str] = field(default_factory=set)
-    other_steps: set[tuple[str, Any]] = field(default_factory=set)
-    other_schedule_ids: set[Any] = field(default_factory=set)
+    other_steps: set[tuple[str, int | None]] = field(default_factory=set)
+    other_schedule_ids: set[int | None] = field(default_factory=set)
 
 
 def export_errors(export: Any) -> list[FieldError]:
@@ -77,9 +77,14 @@ def raw_export_errors(data: Any) -> list[FieldError]:
     return row_errors(rows)
 
 
-def _number(value: Any) -> Any:
-    """An id as msdb has it (an int), when a row writes it as text ("3")."""
-    return int(value) if isinstance(value, str) and value.isdigit() else value
+def _number(value: Any) -> int | None:
+    """An id as msdb has it (an int), also when a row writes it as text ("3"); None when
+    it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 def _raw(rows: Any) -> list[Mapping[str, Any]]:
