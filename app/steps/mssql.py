@@ -19,6 +19,9 @@ own connection; the server stops the batch and rolls back the statement. Chosen 
 ``ALTER ANY CONNECTION``, which a job's login should not have), no second login, and it
 cannot hit another session should the SPID be reused. ``KILL`` remains the last resort
 when the server has not stopped within the grace period (it works where the login may).
+Each engine's connections run their driver calls on a thread pool of their own
+(:func:`own_threads`) and ``SQLCancel`` runs on another: statements blocked in the driver
+cannot hold the thread a cancel needs.
 
 **Read-only.** A ``read_only`` connection's URL gets ``ApplicationIntent=ReadOnly``: an
 Availability Group listener or Azure SQL read scale-out routes it to a readable secondary,
