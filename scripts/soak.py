@@ -294,7 +294,9 @@ def build_report(
             execution_id = parent
         return execution_id
 
-    ledger = asyncio.run(fetch(dsn, "SELECT execution_id, step FROM soak_ledger"))
+    ledger = asyncio.run(
+        fetch(dsn, "SELECT execution_id, step FROM soak_ledger ORDER BY at, execution_id")
+    )
     writes: dict[tuple[str, str], list[str]] = {}
     for row in ledger:
         writes.setdefault((root(row["execution_id"]), row["step"]), []).append(row["execution_id"])
