@@ -234,27 +234,36 @@ class ModernJobAPI:
         requested_by: str | None = None,
     ) -> ScheduleBatchRead:
         """Schedule many one-off runs, each item checked as ``schedule`` checks one; the
-        accepted ones are written in one transaction. ``atomic``: one bad item refuses the
-        request (``ConfigurationError`` naming every bad item's fields, or
+        accepted ones are written in one transaction.
+
+        An item that is not a ``ScheduleCreate`` as the contract says (a missing or unknown
+        field, a wrong type, a job whose own rules it breaks) refuses the whole request,
+        whatever ``atomic`` says: ``ConfigurationError`` naming every such item's fields.
+        What depends on this server and the time (connections and the key's access to
+        them, script roots, a time in the past or in a DST gap, a disabled job) is checked
+        next. ``atomic``: one bad item refuses the request (``ConfigurationError``, or
         ``PermissionDeniedError`` when connection access is all that is wrong), nothing
         written; otherwise each bad item is answered with its errors."""
+        items: dict[int, ScheduleCreate] = {}
+        malformed: dict[int, list[FieldError]] = {}
+        for index, raw in enumerate(request.items):
+            try:
+                items[index] = ScheduleCreate.model_validate(raw)
+            except ValidationError as exc:
+                malformed[index] = _under(f"items[{index}]", configuration_error(exc))
         accepted: list[tuple[int, JobDefinition, datetime]] = []
         refused: dict[int, list[FieldError]] = {}
         only_permission = True
-        for index, raw in enumerate(request.items):
+        for index, item in items.items():
             try:
-                accepted.append((index, *self._batch_item(raw, requested_by)))
+                accepted.append((index, *self._batch_item(item, requested_by)))
             except (ConfigurationError, SchedulingError, PermissionDeniedError) as exc:
                 only_permission = only_permission and isinstance(exc, PermissionDeniedError)
-                refused[index] = [
-                    FieldError(
-                        f"items[{index}].{e.field}" if e.field else f"items[{index}]", e.message
-                    )
-                    for e in (domain_field_errors(exc) or [FieldError("", str(exc))])
-                ]
-        if refused and request.atomic:
-            errors = [e for index in sorted(refused) for e in refused[index]]
-            if only_permission:
+                refused[index] = _under(f"items[{index}]", exc)
+        if malformed or (refused and request.atomic):
+            bad = {**refused, **malformed}  # every problem of the request at once
+            errors = [e for index in sorted(bad) for e in bad[index]]
+            if only_permission and not malformed:
                 raise PermissionDeniedError(
                     "the API key may not use a connection that these items name", errors
                 )
@@ -289,13 +298,11 @@ class ModernJobAPI:
             items=[answers[i] for i in range(len(request.items))],
         )
 
-    def _batch_item(self, raw: Any, requested_by: str | None) -> tuple[JobDefinition, datetime]:
+    def _batch_item(
+        self, item: ScheduleCreate, requested_by: str | None
+    ) -> tuple[JobDefinition, datetime]:
         """One item of a batch checked as ``schedule`` checks its request: the job and the
         instant, or the error (field paths relative to the item)."""
-        try:
-            item = ScheduleCreate.model_validate(raw)
-        except ValidationError as exc:
-            raise configuration_error(exc) from None
         job = self.parser.parse(item.job, prefix="job")
         self.parser.check_connection_access(job, requested_by, prefix="job")
         instant = _scheduled_instant(item.scheduled_time, job.timezone)
@@ -527,3 +534,11 @@ def _local(instant: datetime, timezone: str) -> datetime:
             f"{instant.isoformat()} is outside the supported range of dates in {timezone}",
             field="scheduled_time",
         ) from None
+
+
+def _under(prefix: str, exc: ExecutionEngineError) -> list[FieldError]:
+    """The field errors of ``exc`` with their paths under ``prefix`` (``items[3]``)."""
+    return [
+        FieldError(f"{prefix}.{e.field}" if e.field else prefix, e.message)
+        for e in (domain_field_errors(exc) or [FieldError("", str(exc))])
+    ]

@@ -156,7 +156,7 @@ async def test_non_atomic_schedules_the_good_items_and_answers_the_bad(
             item(job_id, past),
             item(job_id, "not a time"),
             item(job_id, f"{NEXT_YEAR}-01-17T08:30:00Z"),
-            {"job": shell_job(job_id), "scheduled_time": "2035-01-01T00:00:00Z", "extra": 1},
+            item(job_id, f"{NEXT_YEAR}-01-18T08:30:00Z", enabled=False),
         ],
     }
 
@@ -173,10 +173,36 @@ async def test_non_atomic_schedules_the_good_items_and_answers_the_bad(
     assert "in the past" in bad[1]["errors"][0]["message"]
     assert bad[2]["errors"][0]["field"] == "items[2].scheduled_time"
     assert "ISO 8601" in bad[2]["errors"][0]["message"]
-    assert bad[4]["errors"][0]["field"] == "items[4].extra"
+    assert bad[4]["errors"][0]["field"] == "items[4].job.enabled"
     assert all(a["execution_id"] is None for a in bad.values())
     stored = await recorded(client, job_id)
     assert sorted(e["execution_id"] for e in stored) == sorted(a["execution_id"] for a in good)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+async def test_an_item_that_breaks_the_contract_refuses_the_batch(
+    client: httpx.AsyncClient, atomic: bool
+) -> None:
+    """Per-item answers are for what depends on this server and the time; an item that is
+    not a ScheduleCreate as the contract says is a 400, with every other problem too."""
+    job_id = unique("malformed")
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    body = {
+        "atomic": atomic,
+        "items": [
+            item(job_id, f"{NEXT_YEAR}-01-15T08:30:00Z"),
+            {"job": shell_job(job_id), "scheduled_time": "2035-01-01T00:00:00Z", "extra": 1},
+            item(job_id, past),
+        ],
+    }
+
+    problem = assert_problem(await client.post(BATCH, json=body), 400)
+
+    assert [e["field"] for e in problem["errors"]] == [
+        "items[1].extra",
+        "items[2].scheduled_time",
+    ]
+    assert await recorded(client, job_id) == []  # nothing written
 
 
 @pytest.mark.parametrize("atomic", [True, False])
