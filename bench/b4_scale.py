@@ -327,7 +327,7 @@ def _latency_figure(
 async def run(ws: Workspace, quick: bool) -> list[Figure]:
     # (backend, pending runs, batch API budget s, probes, single-request sample s)
     if quick:
-        plan = [("sqlite", 10_000, 1.5, 60, 0.5), ("postgresql", 50_000, 1.5, 60, 0.5)]
+        plan = [("sqlite", 10_000, 1.5, 30, 0.5), ("postgresql", 50_000, 1.5, 30, 0.5)]
     else:
         plan = [("sqlite", 100_000, 90.0, 300, 5.0), ("postgresql", 1_000_000, 60.0, 300, 5.0)]
     figures: list[Figure] = []
