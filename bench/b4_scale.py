@@ -159,8 +159,10 @@ async def run_backend(
             server.host, server.port, batches, clients=BATCH_CLIENTS, max_seconds=http_budget
         )
         del batches
-        # send_all sends in order and waits for every answer: the first `answered` went
-        batch_created = sum(sizes[:answered]) if not http_errors else 0
+        # send_all sends in order and waits for every answer: the first `answered` went; a
+        # refused batch (atomic) wrote nothing, and all but the last batch are full
+        batch_created = sum(sizes[:answered]) - http_errors * BATCH_ITEMS
+        batch_created = max(0, batch_created)
         http_created = single_created + batch_created
         rss_after_http = rss_mib(server.pid)
         remaining = total - http_created
