@@ -121,9 +121,12 @@ class ClusterNode:
     # -- the lease --------------------------------------------------------------------------
     @property
     def lease_valid(self) -> bool:
-        """The other nodes cannot have declared this one dead yet."""
+        """The other nodes cannot have declared this one dead yet (on a database only
+        this process can serve, there are no others once it registered)."""
         if self._last_ok is None:
             return False
+        if self.store.exclusive:
+            return True
         margin = self.node_timeout_seconds - self.heartbeat_seconds
         return time.monotonic() - self._last_ok < margin
 

@@ -242,6 +242,10 @@ class ClusterStore(Protocol):
 
     owner: str
 
+    @property
+    def exclusive(self) -> bool:
+        """Only this process can serve the database (SQLite): its lease cannot lapse."""
+
     async def register_node(self, node: NodeInfo) -> None:
         """Add (or re-add) ``node`` with a fresh heartbeat."""
 

@@ -20,7 +20,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, union_all, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -184,6 +185,13 @@ class SqlClusterMixin:
     @property
     def engine(self) -> AsyncEngine:
         raise NotImplementedError  # provided by SqlExecutionStore
+
+    @property
+    def exclusive(self) -> bool:
+        """This process alone serves the database: SQLite, whose file it holds locked
+        (``hold_sqlite_file``). No other node can take its work over, so its lease holds
+        however late a heartbeat commits (a long write may hold the file for seconds)."""
+        return make_url(self.url).get_backend_name() == "sqlite"
 
     # -- nodes -------------------------------------------------------------------------------
     async def register_node(self, node: NodeInfo) -> None:
@@ -413,23 +421,17 @@ class SqlClusterMixin:
                 await NodeRepository(session).notify("serial")
 
     async def waiting_by_timezone(self, now: datetime) -> dict[str, int]:
-        """Cluster-wide queue depths: runs due and not yet started, per timezone."""
-        job, run = JobExecutionV2, ScheduledRunV2
-        future = (
-            select(run.execution_id)
-            .where(
-                run.execution_id == job.execution_id,
-                run.status == RUN_PENDING,
-                run.scheduled_for > now,
-            )
-            .exists()
-        )
+        """Cluster-wide queue depths: runs due and not yet started, per timezone: PENDING
+        executions that were queued at once (no ``scheduled_for``) or whose time has come.
+        Two ranges of the (status, scheduled_for) index, so a million runs waiting for a
+        later time cost nothing here."""
+        job = JobExecutionV2
+        pending = job.status == JobStatus.PENDING.value
+        queued = select(job.timezone).where(pending, job.scheduled_for.is_(None))
+        due = select(job.timezone).where(pending, job.scheduled_for <= now)
+        waiting = union_all(queued, due).subquery()
         async with self._read() as session:
-            stmt = (
-                select(job.timezone, func.count())
-                .where(job.status == JobStatus.PENDING.value, ~future)
-                .group_by(job.timezone)
-            )
+            stmt = select(waiting.c.timezone, func.count()).group_by(waiting.c.timezone)
             return {tz: int(n) for tz, n in (await session.execute(stmt)).all()}
 
     async def notify(self, payload: str) -> None:

@@ -98,6 +98,7 @@ class JobExecutionV2(Base):
         Index("ix_job_executions_v2_job_id_created_at", "job_id", "created_at"),
         # A node's work: WHERE owner = :node AND status IN (...) (heartbeat, recovery).
         Index("ix_job_executions_v2_owner_status", "owner", "status"),
+        Index("ix_job_executions_v2_status_scheduled_for", "status", "scheduled_for"),
     )
 
 
