@@ -1,5 +1,5 @@
 """``POST /api/v2/import/sql-agent``: SQL Server Agent jobs from an msdb export
-(``app.api.sql_agent_import``; README "Importing SQL Server Agent jobs")."""
+(``app.api.sql_agent_import``; README "Moving from SQL Server Agent")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``plan_import`` first checks the export as a whole and raises one ``ConfigurationError``
 naming every bad row and column (``export.sysjobsteps[4].on_fail_step_id``); then it maps
-each job (see the README, "Importing SQL Server Agent jobs"):
+each job (see the README, "Moving from SQL Server Agent"):
 
 * steps, ordered by ``step_id``, become ``step_<step_id>``: TSQL -> ``sql`` on the connection
   ``connection_map`` names for ``"server/database"`` or ``database`` (on a SQL Server
