@@ -215,9 +215,6 @@ class RecurringScheduler(DueLoop):
                 JobStatus.CANCELLED,
             )
             return
-        if active and overlap == "replace":
-            for execution_id in active:
-                await self._engine.cancel_job(execution_id, cancelled_by="schedule")
         try:
             await self._engine.store.add_scheduled_run(
                 ScheduledRun(
@@ -229,5 +226,11 @@ class RecurringScheduler(DueLoop):
                 )
             )
         except DuplicateScheduledRunError:
+            # Fired already (by a replica, or a pass that raced this one): its run may be
+            # among ``active`` by now, so nothing is cancelled for it here.
             return
+        if active and overlap == "replace":
+            # Only the evaluation that added this fire's run replaces the earlier runs.
+            for execution_id in active:
+                await self._engine.cancel_job(execution_id, cancelled_by="schedule")
         self._engine.wake_scheduler()

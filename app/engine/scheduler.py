@@ -47,6 +47,7 @@ class DueLoop(ABC):
         self._lead = lead_seconds
         self._wake = asyncio.Event()
         self._stopping = False
+        self._idle = asyncio.Event()
 
     def notify(self) -> None:
         """Something new may be due: look again now."""
@@ -69,11 +70,17 @@ class DueLoop(ABC):
         """Make a stopped loop runnable again (before starting ``run_forever``)."""
         self._stopping = False
 
+    async def wait_idle(self) -> None:
+        """Return once the loop has finished a pass and waits for the next (a caller that
+        moves an injected clock must not race a pass that read the clock before)."""
+        await self._idle.wait()
+
     async def run_forever(self) -> None:
         """Loop until ``stop()``. A database that cannot be reached is waited out with
         back-off (logged once per outage); any other error ends the loop (a bug)."""
         outage = 0.0
         while not self._stopping:
+            self._idle.clear()
             try:
                 delay = await self._pass()
             except Exception as exc:
@@ -97,6 +104,7 @@ class DueLoop(ABC):
             if self._stopping:  # stop() may have come while we asked the store
                 break
             if delay > 0:
+                self._idle.set()
                 try:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
