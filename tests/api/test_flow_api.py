@@ -4,7 +4,7 @@ step, logical date, overlap)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.api.keys import key_entry, new_api_key
 from app.main import create_app
 from tests.api.helpers import BASE_URL, assert_problem, make_settings, wait_for
-from tests.conftest import drop_pg_database, make_pg_database
 
 KEYS = {"runner": new_api_key(), "admin": new_api_key()}
 ENTRIES = [
@@ -27,23 +26,6 @@ ENTRIES = [
 RUNNER = {"Authorization": f"Bearer {KEYS['runner']}"}
 ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 JOBS = "/api/v2/jobs"
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request: pytest.FixtureRequest, service_database: str) -> str:
-    if request.param == "sqlite":
-        return service_database
-    url: str = request.getfixturevalue("pg_database")
-    return url
 
 
 @pytest.fixture

@@ -29,19 +29,12 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
+    """One PostgreSQL database for the module (its tests use job ids of their own)."""
     name, url = make_pg_database()
     try:
         yield url
     finally:
         drop_pg_database(name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request: pytest.FixtureRequest, service_database: str) -> str:
-    if request.param == "sqlite":
-        return service_database
-    url: str = request.getfixturevalue("pg_database")
-    return url
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ all or none, on_conflict modes, 400s naming row and column, the admin scope."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from fastapi import FastAPI
 from app.api.keys import key_entry, new_api_key
 from app.main import create_app
 from tests.api.helpers import BASE_URL, assert_problem, make_settings
-from tests.conftest import drop_pg_database, make_pg_database
 from tests.support import msdb
 
 KEYS = {"runner": new_api_key(), "admin": new_api_key()}
@@ -33,26 +32,9 @@ OPTIONS = {
 
 
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, service_database: str) -> str:
-    if request.param == "sqlite":
-        return service_database
-    url: str = request.getfixturevalue("pg_database")
-    return url
-
-
-@pytest.fixture
-async def client(store_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(history_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
-        database_url=store_url,
+        database_url=history_url,
         auto_migrate=True,
         api_keys=ENTRIES,
         # The T-SQL of the fixture is for SQL Server (no server here: the port is closed; the
