@@ -13,7 +13,6 @@ from pydantic import BaseModel
 from app.api.errors import PROBLEM_MEDIA_TYPE
 from app.api.openapi import PROBLEM_REF
 from app.api.schemas import ExecutionAcceptedRead, ExecutionRead
-from app.domain.enums import JobStatus
 
 #: Builds an execution's status URL from its id.
 StatusUrl = Callable[[str], str]
@@ -104,18 +103,7 @@ def execution_read(data: Mapping[str, Any]) -> ExecutionRead:
     data.setdefault("scheduled_for", metadata.get("scheduled_for"))
     data.setdefault("requested_by", metadata.get("requested_by"))
     data.setdefault("cancelled_by", metadata.get("cancelled_by"))
-    if data.get("current_step") is None and not _is_terminal(data.get("status")):
-        # A recorded (listed, or another node's) execution: the step on record as running.
-        running = [s for s in data.get("steps") or () if s.get("status") == "running"]
-        data["current_step"] = running[-1]["step_id"] if running else None
     return ExecutionRead.model_validate(data)
-
-
-def _is_terminal(status: Any) -> bool:
-    try:
-        return JobStatus(status).is_terminal
-    except ValueError:
-        return False
 
 
 def accepted_response(accepted: ExecutionAcceptedRead) -> Response:

@@ -313,6 +313,15 @@ class JobExecutionResult:
         """Get list of failed step results (failed, timed out or cancelled)"""
         return [s for s in self.steps if s.status.is_failure]
 
+    @property
+    def current_step(self) -> str | None:
+        """The step running now: the last one of the attempt on record as running (None
+        once the execution ended), the same whether it is read live or from the store."""
+        if self.status.is_terminal:
+            return None
+        running = [s.step_id for s in self.steps if s.status is StepStatus.RUNNING]
+        return running[-1] if running else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "execution_id": self.execution_id,
@@ -329,6 +338,7 @@ class JobExecutionResult:
             "retry_count": self.retry_count,
             "metadata": copy.deepcopy(self.metadata),
             "attempts": [a.to_dict() for a in self.attempts],
+            "current_step": self.current_step,
         }
 
     @classmethod

@@ -65,7 +65,6 @@ class Execution:
     scheduled_for: datetime | None = None
     requested_by: str | None = None
     task: asyncio.Task[JobExecutionResult] | None = None
-    current_step: str | None = None
     current_step_obj: ExecutionStep | None = field(default=None, repr=False)
     serial: bool = False
     recorded_skips: set[tuple[int, str]] = field(default_factory=set, repr=False)
@@ -86,7 +85,7 @@ class Execution:
             release()
 
     def status_dict(self) -> dict[str, Any]:
-        return status_dict(self.result, self.trigger, self.scheduled_for, self.current_step)
+        return status_dict(self.result, self.trigger, self.scheduled_for)
 
     def finished(self) -> FinishedExecution:
         """What is worth keeping once it ended (not its context, which holds every step's
@@ -119,18 +118,16 @@ class FinishedExecution:
     scheduled_for: datetime | None
 
     def status_dict(self) -> dict[str, Any]:
-        return status_dict(self.result, self.trigger, self.scheduled_for, None)
+        return status_dict(self.result, self.trigger, self.scheduled_for)
 
 
 def status_dict(
     result: JobExecutionResult,
     trigger: str,
     scheduled_for: datetime | None,
-    current_step: str | None,
 ) -> dict[str, Any]:
     data = result.to_dict()
     data["trigger"] = trigger
-    data["current_step"] = current_step
     data["scheduled_for"] = scheduled_for.isoformat() if scheduled_for else None
     return data
 
@@ -258,7 +255,6 @@ class JobRunner:
             result.duration_seconds = (result.end_time - result.start_time).total_seconds()
         result.metadata.pop("next_retry_delay_seconds", None)
         result.metadata.update(execution.context.execution_metadata)
-        execution.current_step = None
         execution.release_slots()
         await self._persist(self.store.record_job(result))
 
@@ -324,8 +320,7 @@ class JobRunner:
             for config in steps:
                 if str(config.get("step_id", "")) not in reached:
                     result.add_step_result(_skipped(config, attempt))
-            execution.current_step = None
-        await self._record_skipped(execution)
+            await self._record_skipped(execution)
 
     async def _run_routed_step(
         self,
@@ -394,7 +389,6 @@ class JobRunner:
             metadata=dict(numbers),
         )
         result.add_step_result(running)
-        execution.current_step = step_id
         await self._queue_write(
             self.store.record_step(execution.execution_id, running, attempt, durable=False)
         )
