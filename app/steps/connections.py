@@ -293,13 +293,13 @@ async def server_session(conn: AsyncConnection) -> ServerSession:
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     family = dialect_family(conn.dialect.name)
+    if family == "postgresql":
+        return postgresql_session(conn.info, driver)
     cached = conn.info.get(_SESSION_KEY)
     if isinstance(cached, ServerSession) and cached.driver is driver:
         return cached
     server_id: int | None = None
-    if family == "postgresql":
-        server_id = int(driver.get_server_pid())
-    elif family == "mysql":
+    if family == "mysql":
         # No public aiomysql API for COM_SET_OPTION; the server answers with EOF or ERR
         # (``_read_packet`` raises on ERR).
         try:
@@ -320,7 +320,19 @@ async def server_session(conn: AsyncConnection) -> ServerSession:
     return session
 
 
+def postgresql_session(info: dict[Any, Any], driver: Any) -> ServerSession:
+    """:func:`server_session` of a PostgreSQL connection from its pooled connection's
+    ``info`` and its asyncpg connection (no I/O: the backend pid is known at connect)."""
+    cached = info.get(_SESSION_KEY)
+    if isinstance(cached, ServerSession) and cached.driver is driver:
+        return cached
+    session = ServerSession("postgresql", int(driver.get_server_pid()), driver)
+    info[_SESSION_KEY] = session
+    return session
+
+
 _READ_ONLY_SESSION = "jobscheduler.read_only_session"
+_PG_READ_ONLY_SESSION = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
 
 
 async def start_read_only(conn: AsyncConnection, family: str, *, autocommit: bool = False) -> None:
@@ -329,7 +341,7 @@ async def start_read_only(conn: AsyncConnection, family: str, *, autocommit: boo
     connection: every pooled connection of a ``read_only`` entry is read-only."""
     if family == "postgresql" and autocommit:
         if not conn.info.get(_READ_ONLY_SESSION):
-            await conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            await conn.exec_driver_sql(_PG_READ_ONLY_SESSION)
             conn.info[_READ_ONLY_SESSION] = True
     elif family == "postgresql":
         await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
@@ -338,6 +350,14 @@ async def start_read_only(conn: AsyncConnection, family: str, *, autocommit: boo
         await conn.exec_driver_sql("START TRANSACTION READ ONLY")
     elif family == "sqlite":
         await conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+async def start_read_only_session(info: dict[Any, Any], driver: Any) -> None:
+    """:func:`start_read_only` of an autocommit PostgreSQL connection, sent on its asyncpg
+    connection ``driver`` (raises asyncpg's own errors)."""
+    if not info.get(_READ_ONLY_SESSION):
+        await driver.execute(_PG_READ_ONLY_SESSION)
+        info[_READ_ONLY_SESSION] = True
 
 
 async def end_read_only(conn: AsyncConnection, family: str) -> None:

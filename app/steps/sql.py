@@ -46,10 +46,10 @@ import functools
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 from asyncpg.exceptions import (  # type: ignore[import-untyped]
@@ -57,10 +57,11 @@ from asyncpg.exceptions import (  # type: ignore[import-untyped]
     OutdatedSchemaCacheError,
 )
 from sqlalchemy import bindparam, text
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import BindParameter, TextClause
+from sqlalchemy.util import greenlet_spawn
 
 from app.domain.enums import StepStatus
 from app.domain.errors import ConfigurationError, FieldError
@@ -71,8 +72,10 @@ from app.steps.connections import (
     ConnectionRegistry,
     ServerSession,
     end_read_only,
+    postgresql_session,
     server_session,
     start_read_only,
+    start_read_only_session,
 )
 from app.steps.context import REFERENCE_KEY
 from app.steps.generated.sql import SqlStepConfig
@@ -84,6 +87,7 @@ from app.steps.tsql import split_batches
 log = logging.getLogger(__name__)
 
 MAX_ERROR_LENGTH = 2000
+_T = TypeVar("_T")
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -220,7 +224,11 @@ class SqlStep(ExecutionStep):
             run = self._run_batches(engine, cfg, query, parameters, state)
         else:
             statement, values = build_statement(query, parameters)
-            run = self._run_statement(engine, cfg, statement, values, state)
+            fast = _asyncpg_statement(engine, cfg, statement, values)
+            if fast is not None:
+                run = self._run_on_driver(engine, cfg, *fast, state)
+            else:
+                run = self._run_statement(engine, cfg, statement, values, state)
         worker = asyncio.create_task(
             run, name=f"sql-step:{self.context.execution_id}:{self.step_id}"
         )
@@ -250,21 +258,13 @@ class SqlStep(ExecutionStep):
                 if cfg.read_only:
                     await start_read_only(conn, family, autocommit=cfg.autocommit)
                 state.check_abort()
-                fast = _asyncpg_statement(conn, cfg, statement, values)
                 state.phase = _Phase.EXECUTING
-                if fast is not None:
-                    try:
-                        outcome = await self._run_prepared(conn, *fast)
-                    finally:
-                        state.phase = _Phase.FINISHING
-                    state.check_abort()
-                else:
-                    try:
-                        cursor = await conn.execute(statement, values)
-                    finally:
-                        state.phase = _Phase.FINISHING
-                    state.check_abort()
-                    outcome = self._collect(cursor)
+                try:
+                    cursor = await conn.execute(statement, values)
+                finally:
+                    state.phase = _Phase.FINISHING
+                state.check_abort()
+                outcome = self._collect(cursor)
                 state.check_abort()
                 await conn.commit()
             except BaseException:
@@ -274,6 +274,44 @@ class SqlStep(ExecutionStep):
                 if cfg.read_only and family == "sqlite" and not conn.invalidated:
                     await _reset_read_only(conn, family)
             return outcome
+
+    async def _run_on_driver(
+        self,
+        engine: AsyncEngine,
+        cfg: ConnectionConfig,
+        sql: str,
+        args: list[Any],
+        state: _RunState,
+    ) -> tuple[QueryRows | None, int | None]:
+        """The PostgreSQL fast path (see :func:`_asyncpg_statement`): the pooled connection
+        is checked out as the synchronous ``Connection`` that ``AsyncEngine.connect()`` wraps
+        (the same pool, events and checkout errors) and everything between checkout and
+        return runs on its asyncpg connection, without a trip through SQLAlchemy's greenlet
+        bridge per call. Autocommit: there is no transaction to commit or roll back."""
+        conn = await greenlet_spawn(_checkout_live, engine.sync_engine)
+        try:
+            state.phase = _Phase.SETUP
+            driver: Any = conn.connection.driver_connection
+            state.session = postgresql_session(conn.info, driver)
+            if cfg.read_only:
+                await _on_driver(
+                    conn, driver, _PG_SETUP, start_read_only_session(conn.info, driver)
+                )
+            state.check_abort()
+            state.phase = _Phase.EXECUTING
+            try:
+                outcome = await self._run_prepared(conn, driver, sql, args)
+            finally:
+                state.phase = _Phase.FINISHING
+            state.check_abort()
+            return outcome
+        except BaseException:
+            if state.aborting and not conn.invalidated:
+                await greenlet_spawn(conn.invalidate)  # it may carry a stray cancel request
+            raise
+        finally:
+            state.phase = _Phase.RELEASING  # not cancelled meanwhile (see _abort)
+            await greenlet_spawn(conn.close)
 
     async def _run_batches(
         self,
@@ -339,26 +377,15 @@ class SqlStep(ExecutionStep):
         return rows, outcome.affected_rows
 
     async def _run_prepared(
-        self, conn: AsyncConnection, sql: str, args: list[Any]
+        self, conn: Connection, driver: Any, sql: str, args: list[Any]
     ) -> tuple[QueryRows | None, int | None]:
         """PostgreSQL in autocommit through asyncpg itself: the statement prepared once per
         pooled connection (``prepared_statement``), then one bind/execute round trip. The
         same statement text SQLAlchemy would send, the same bound values; driver errors
         come out as SQLAlchemy's ``DBAPIError`` like on the other path."""
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        try:
-            try:
-                prepared = await prepared_statement(conn, driver, sql)
-                rows = await prepared.fetch(*args)
-            except (InvalidCachedStatementError, OutdatedSchemaCacheError):
-                forget_prepared(conn)  # the schema changed under the plan: prepare again
-                prepared = await prepared_statement(conn, driver, sql)
-                rows = await prepared.fetch(*args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if isinstance(exc, _CONNECTION_LOST) or driver.is_closed():
-                await conn.invalidate()  # not back into the pool: the next step gets a new one
-            raise DBAPIError(sql, None, exc, connection_invalidated=conn.invalidated) from exc
+        prepared, rows = await _on_driver(
+            conn, driver, sql, _fetch_prepared(conn.info, driver, sql, args)
+        )
         match = _ROWCOUNT.match(prepared.get_statusmsg() or "")
         affected = int(match.group(1)) if match else None
         attributes = prepared.get_attributes()
@@ -414,8 +441,10 @@ class SqlStep(ExecutionStep):
                 await _stop_on_server(worker, state.session, registry, cfg, grace)
             if not worker.done():
                 # Not (or no longer) in a statement: checkout, setup or commit. Cancelling
-                # makes SQLAlchemy discard the connection.
-                worker.cancel()
+                # makes SQLAlchemy discard the connection; one on its way back into the pool
+                # is let get there.
+                if state.phase is not _Phase.RELEASING:
+                    worker.cancel()
                 await asyncio.wait({worker}, timeout=grace)
             if not worker.done():
                 log.error("SQL step %s: worker did not stop within %.1fs", self.step_id, grace)
@@ -430,6 +459,7 @@ class _Phase(enum.Enum):
     SETUP = "setup"
     EXECUTING = "executing"
     FINISHING = "finishing"
+    RELEASING = "releasing"
 
 
 class _Aborted(Exception):
@@ -547,16 +577,16 @@ PREPARED_PER_CONNECTION = 256
 
 
 def _asyncpg_statement(
-    conn: AsyncConnection, cfg: ConnectionConfig, statement: TextClause, values: dict[str, Any]
+    engine: AsyncEngine, cfg: ConnectionConfig, statement: TextClause, values: dict[str, Any]
 ) -> tuple[str, list[Any]] | None:
     """The SQL text and positional values to run ``statement`` through asyncpg directly, or
     None where the SQLAlchemy path runs it: other databases and drivers, transactions
     (only autocommit connections take this path), and expanding (list) parameters."""
-    if cfg.family != "postgresql" or not cfg.autocommit or conn.dialect.driver != "asyncpg":
+    if cfg.family != "postgresql" or not cfg.autocommit or engine.dialect.driver != "asyncpg":
         return None
     if any(isinstance(v, list | tuple) for v in values.values()):
         return None
-    sql, names = _compiled(conn.dialect, statement)
+    sql, names = _compiled(engine.dialect, statement)
     return sql, [values[name] for name in names]
 
 
@@ -577,15 +607,15 @@ def _compiled(dialect: Any, statement: TextClause) -> tuple[str, tuple[str, ...]
 _COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...]]] = {}
 
 
-async def prepared_statement(conn: AsyncConnection, driver: Any, sql: str) -> Any:
+async def prepared_statement(info: dict[Any, Any], driver: Any, sql: str) -> Any:
     """The asyncpg prepared statement of ``sql`` on this pooled connection, prepared on
     first use and kept in the connection's ``info`` (SQLAlchemy clears it when the DBAPI
     connection is replaced), at most ``PREPARED_PER_CONNECTION`` (least recently used out)."""
-    cache = conn.info.get(_STATEMENTS_KEY)
-    if not isinstance(cache, OrderedDict) or conn.info.get(_STATEMENTS_KEY + "_of") is not driver:
+    cache = info.get(_STATEMENTS_KEY)
+    if not isinstance(cache, OrderedDict) or info.get(_STATEMENTS_KEY + "_of") is not driver:
         cache = OrderedDict()
-        conn.info[_STATEMENTS_KEY] = cache
-        conn.info[_STATEMENTS_KEY + "_of"] = driver
+        info[_STATEMENTS_KEY] = cache
+        info[_STATEMENTS_KEY + "_of"] = driver
     prepared = cache.get(sql)
     if prepared is not None:
         cache.move_to_end(sql)
@@ -597,8 +627,37 @@ async def prepared_statement(conn: AsyncConnection, driver: Any, sql: str) -> An
     return prepared
 
 
-def forget_prepared(conn: AsyncConnection) -> None:
-    conn.info.pop(_STATEMENTS_KEY, None)
+def forget_prepared(info: dict[Any, Any]) -> None:
+    info.pop(_STATEMENTS_KEY, None)
+
+
+async def _fetch_prepared(
+    info: dict[Any, Any], driver: Any, sql: str, args: list[Any]
+) -> tuple[Any, list[Any]]:
+    """The prepared statement of ``sql`` and the rows it returned for ``args``."""
+    try:
+        prepared = await prepared_statement(info, driver, sql)
+        return prepared, await prepared.fetch(*args)
+    except (InvalidCachedStatementError, OutdatedSchemaCacheError):
+        forget_prepared(info)  # the schema changed under the plan: prepare again
+        prepared = await prepared_statement(info, driver, sql)
+        return prepared, await prepared.fetch(*args)
+
+
+#: What a read-only session's setup is reported as when it fails (as ``DBAPIError.statement``).
+_PG_SETUP = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+
+
+async def _on_driver(conn: Connection, driver: Any, sql: str, call: Awaitable[_T]) -> _T:
+    """Await ``call`` on ``conn``'s asyncpg connection ``driver``; its errors come out as
+    SQLAlchemy's ``DBAPIError`` (as from ``conn.execute``), and a connection the server
+    closed is discarded instead of going back into the pool."""
+    try:
+        return await call
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, _CONNECTION_LOST) or driver.is_closed():
+            await greenlet_spawn(conn.invalidate)  # the next step gets a new connection
+        raise DBAPIError(sql, None, exc, connection_invalidated=conn.invalidated) from exc
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -673,6 +732,21 @@ async def _closed_by_server(conn: AsyncConnection) -> bool:
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     return bool(driver.is_closed())
+
+
+def _checkout_live(engine: Engine) -> Connection:
+    """:func:`_live_connection` for the PostgreSQL fast path, as one synchronous call (run
+    in SQLAlchemy's greenlet bridge): a pooled connection whose asyncpg end is still open."""
+    for _ in range(_MAX_DEAD_CHECKOUTS):
+        conn = engine.connect()
+        driver: Any = conn.connection.driver_connection
+        if not driver.is_closed():
+            return conn
+        try:
+            conn.invalidate()
+        finally:
+            conn.close()
+    return engine.connect()
 
 
 async def _undo(conn: AsyncConnection, family: str, *, aborted: bool) -> None:
