@@ -57,13 +57,8 @@ class ExecutionStep(ABC):
             if not isinstance(step_config.get("step_id"), str) or not step_config["step_id"]:
                 errors.append(FieldError(_join(prefix, "step_id"), "is required"))
             return errors
-        try:
-            cls.config_model.model_validate(step_config)
-        except ValidationError as exc:
-            return field_errors_from_pydantic(
-                exc.errors(include_url=False, include_input=False), prefix, whole=""
-            )
-        return cls.extra_checks(step_config, prefix)
+        errors = _model_problems(cls.config_model, step_config, prefix)
+        return errors if errors else cls.extra_checks(step_config, prefix)
 
     @classmethod
     def extra_checks(cls, step_config: dict[str, Any], prefix: str) -> list[FieldError]:
@@ -177,3 +172,60 @@ class ExecutionStep(ABC):
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+#: (model, prefix, frozen config) -> its problems. A job's step configurations are validated
+#: where the job enters and again each time a step is created to run.
+_MODEL_PROBLEMS: dict[tuple[Any, ...], tuple[FieldError, ...]] = {}
+_MODEL_PROBLEMS_MAX = 4096
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _model_problems(
+    model: type[StepConfigBase], step_config: dict[str, Any], prefix: str
+) -> list[FieldError]:
+    """What ``model`` finds wrong with ``step_config``, cached by the configuration's
+    contents (never by its identity: a dict can change between two checks)."""
+    frozen = _frozen(step_config)
+    key = (model, prefix, frozen) if frozen is not None else None
+    if key is not None:
+        hit = _MODEL_PROBLEMS.get(key)
+        if hit is not None:
+            return list(hit)
+    try:
+        model.model_validate(step_config)
+        errors: list[FieldError] = []
+    except ValidationError as exc:
+        errors = field_errors_from_pydantic(
+            exc.errors(include_url=False, include_input=False), prefix, whole=""
+        )
+    if key is not None:
+        if len(_MODEL_PROBLEMS) >= _MODEL_PROBLEMS_MAX:
+            _MODEL_PROBLEMS.clear()
+        _MODEL_PROBLEMS[key] = tuple(errors)
+    return errors
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable image of a JSON value that tells apart what validation may (``1``,
+    ``1.0``, ``True``, ``"1"``; a list from a tuple); None for anything else (not cached)."""
+    kind = type(value)
+    if kind is dict:
+        items = []
+        for k, v in value.items():
+            frozen = _frozen(v)
+            if type(k) is not str or frozen is None:
+                return None
+            items.append((k, frozen))
+        return (dict, tuple(items))
+    if kind is list:
+        parts = []
+        for v in value:
+            frozen = _frozen(v)
+            if frozen is None:
+                return None
+            parts.append(frozen)
+        return (list, tuple(parts))
+    if kind in _JSON_SCALARS:
+        return (kind, value)
+    return None

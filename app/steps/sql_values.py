@@ -103,7 +103,12 @@ def _decimal(value: Decimal) -> str:
 
 def dumps(value: JsonValue) -> str:
     """Compact JSON text (UTF-8 characters kept as they are)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
+
+
+# What ``json.dumps`` builds on every call given these options: one is enough (it keeps no
+# state between calls); it runs once per result row.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def unique_column_names(keys: Iterable[str]) -> list[str]:

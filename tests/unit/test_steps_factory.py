@@ -202,3 +202,21 @@ def test_reference_grammar() -> None:
     assert parse_reference("steps.a-b.rows[0].n") == ["steps", "a-b", "rows", 0, "n"]
     with pytest.raises(ParameterReferenceError):
         parse_reference("")
+
+
+def test_a_config_is_checked_again_when_it_changed() -> None:
+    """Checks are cached by a configuration's contents: a changed dict, or one that only
+    looks the same (an int key for a str key), is checked anew."""
+    config: dict[str, Any] = {"step_id": "a", "type": "sql", "query": "q", "connection_name": "d"}
+    assert SqlStep.check_config(config) == []
+    assert SqlStep.check_config(config) == []
+    config["query"] = ""
+    assert [e.field for e in SqlStep.check_config(config)] == ["query"]
+    config["query"] = "select 1"
+    config["parameters"] = {"1": "v"}
+    assert [e.field for e in SqlStep.check_config(config)] == ["parameters"]  # not used
+    config["parameters"] = {1: "v"}
+    assert [e.field for e in SqlStep.check_config(config)] == ["parameters[1].[key]"]
+    errors = SqlStep.check_config({"step_id": "a", "type": "sql"}, "steps[0]")
+    errors.clear()  # the caller's own list
+    assert SqlStep.check_config({"step_id": "a", "type": "sql"}, "steps[0]") != []
