@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.enums import JobStatus
 from app.domain.models import JobExecutionResult, StepExecutionResult
+from app.domain.timeutil import iso
 from app.engine.ports import ExecutionStore
 from app.steps.live_output import bind_sink
 
@@ -44,12 +45,22 @@ class ExecutionEvent:
 
 
 def step_data(step: StepExecutionResult) -> dict[str, Any]:
-    """A step event's payload: the step without its output (which comes as lines)."""
-    data = step.to_dict()
-    data.pop("output", None)
-    data["attempt"] = step.metadata.get("attempt")
-    data.pop("metadata", None)
-    return data
+    """A step event's payload: the step without its output (which comes as lines) and
+    without its metadata, but with its attempt. Built field by field: a step's metadata
+    can be large (a SQL step's columns), and copying it to drop it cost more than the
+    event."""
+    return {
+        "step_id": step.step_id,
+        "step_name": step.step_name,
+        "step_type": step.step_type,
+        "status": step.status.value,
+        "success": step.success,
+        "start_time": iso(step.start_time),
+        "end_time": iso(step.end_time),
+        "duration_seconds": step.duration_seconds,
+        "error_message": step.error_message,
+        "attempt": step.metadata.get("attempt"),
+    }
 
 
 def job_data(result: JobExecutionResult) -> dict[str, Any]:
@@ -66,8 +77,10 @@ def job_data(result: JobExecutionResult) -> dict[str, Any]:
 @dataclass
 class _Channel:
     events: list[ExecutionEvent] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
+    #: What the followers of this channel wait on; made when the first one waits (most
+    #: executions have none).
+    _changed: asyncio.Event | None = None
 
     def add(self, kind: str, data: dict[str, Any]) -> None:
         if self.ended:
@@ -75,8 +88,15 @@ class _Channel:
         self.events.append(ExecutionEvent(len(self.events) + 1, kind, data))
         self.ended = kind == "end"
         # Wake the current waiters; later ones wait on a fresh event.
-        self.changed.set()
-        self.changed = asyncio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    def changed(self) -> asyncio.Event:
+        """The event set by the next ``add``."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
 
 
 class ExecutionEventHub:
@@ -105,8 +125,9 @@ class ExecutionEventHub:
     def step_changed(self, execution_id: str, step: StepExecutionResult) -> None:
         self._channel(execution_id).add("step", step_data(step))
 
-    @contextlib.contextmanager
-    def capture_output(self, execution_id: str, step: StepExecutionResult) -> Iterator[None]:
+    def capture_output(
+        self, execution_id: str, step: StepExecutionResult
+    ) -> contextlib.AbstractContextManager[None]:
         """Publish the lines of the programs ``step`` starts, and keep them on ``step``
         (stdout as its output, the tail of stderr in its metadata)."""
 
@@ -120,8 +141,7 @@ class ExecutionEventHub:
                 "output", {"step_id": step.step_id, "stream": stream, "line": line}
             )
 
-        with bind_sink(sink):
-            yield
+        return bind_sink(sink)
 
     async def follow(
         self, execution_id: str, after: int = 0, *, idle_seconds: float = 5.0
@@ -135,7 +155,7 @@ class ExecutionEventHub:
             return
         seen = after
         while True:
-            waiter = channel.changed
+            waiter = channel.changed()
             while seen < len(channel.events):  # also those added while we yielded
                 seen += 1
                 yield channel.events[seen - 1]

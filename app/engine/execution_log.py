@@ -15,6 +15,8 @@ class ExecutionLog:
     """An ``EngineObserver`` that logs."""
 
     def execution_finished(self, run: FinishedRun) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         result = run.result
         fields = {
             "job_id": result.job_id,

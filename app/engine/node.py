@@ -68,6 +68,7 @@ class ClusterNode:
         self._cancel_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_ok: float | None = None  # monotonic time a successful heartbeat was sent
+        self._exclusive = False  # the store's database has no other node (read at register)
         self._healthy_since: float | None = None
         self.heartbeat_error: str | None = None
         self.takeovers = 0  # times this node found itself declared dead
@@ -84,6 +85,7 @@ class ClusterNode:
                 version=self.version,
             )
         )
+        self._exclusive = self.store.exclusive
         self._last_ok = self._healthy_since = sent
 
     def start(self) -> list[asyncio.Task[None]]:
@@ -125,7 +127,7 @@ class ClusterNode:
         this process can serve, there are no others once it registered)."""
         if self._last_ok is None:
             return False
-        if self.store.exclusive:
+        if self._exclusive:
             return True
         margin = self.node_timeout_seconds - self.heartbeat_seconds
         return time.monotonic() - self._last_ok < margin
