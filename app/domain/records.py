@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from app.domain.enums import JobStatus, Trigger
 from app.domain.errors import ConfigurationError, FieldError, SchedulingError
-from app.domain.models import JobDefinition, JobExecutionResult, StepExecutionResult
+from app.domain.models import (
+    AttemptRecord,
+    JobDefinition,
+    JobExecutionResult,
+    StepExecutionResult,
+)
 from app.domain.timeutil import parse_iso
 
 #: How an execution came to be (see ``Trigger``).
@@ -150,6 +154,10 @@ def clean_text(value: str | None) -> tuple[str | None, bool]:
 def sanitize_fields(obj: Any, names: tuple[str, ...], metadata: dict[str, Any]) -> None:
     """Replace unstorable characters in ``obj``'s text attributes ``names`` (in place) and
     list the ones changed in ``metadata['sanitized_fields']``."""
+    if "sanitized_fields" not in metadata and not any(
+        _UNSTORABLE.search(value) for n in names if (value := getattr(obj, n))
+    ):
+        return  # the usual case: nothing to replace, nothing to list
     changed = [n for n in metadata.get("sanitized_fields", []) if n not in names]
     for name in names:
         cleaned, dirty = clean_text(getattr(obj, name))
@@ -177,21 +185,39 @@ def pending_metadata(
 
 def as_utc(value: datetime | None) -> datetime | None:
     """``value`` as aware UTC; a naive datetime is a bug and raises ``ValueError``."""
-    if value is None:
-        return None
+    if value is None or value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()} cannot be stored; use aware UTC")
     return value.astimezone(UTC)
 
 
+_Record = TypeVar("_Record", JobExecutionResult, StepExecutionResult, AttemptRecord)
+
+
+def _shallow_copy(record: _Record) -> _Record:
+    """``copy.copy`` of a record dataclass without the pickle protocol's detour (these
+    copies are made for every row the runner writes)."""
+    out = object.__new__(type(record))
+    out.__dict__.update(record.__dict__)
+    return out
+
+
+def _attempt_summary(attempt: AttemptRecord) -> AttemptRecord:
+    out = _shallow_copy(attempt)
+    out.steps = []
+    out.path = list(attempt.path)
+    return out
+
+
 def storable_job(result: JobExecutionResult) -> JobExecutionResult:
     """A copy of ``result`` (without steps) safe to store: times in UTC, replaced text
     fields listed in ``metadata['sanitized_fields']``."""
-    job = copy.copy(result)
+    job = _shallow_copy(result)
     job.steps = []
     # Attempt summaries only (steps are stored on their own); copies, as the live result
     # goes on changing its current attempt.
-    job.attempts = [replace(a, steps=[], path=list(a.path)) for a in result.attempts]
+    job.attempts = [_attempt_summary(a) for a in result.attempts]
     # A shallow copy: only top-level keys are ever set on it (nested values are not
     # changed once written), and deep copies cost more than the write itself.
     job.metadata = dict(result.metadata)
@@ -204,7 +230,7 @@ def storable_step(step: StepExecutionResult, max_output_chars: int) -> StepExecu
     """A copy of ``step`` safe to store: times in UTC, text sanitised (``sanitized_fields``)
     and output capped at ``max_output_chars`` (``output_truncated``,
     ``output_original_chars``)."""
-    out = copy.copy(step)
+    out = _shallow_copy(step)
     out.metadata = dict(step.metadata)
     out.start_time, out.end_time = as_utc(out.start_time), as_utc(out.end_time)
     sanitize_fields(
