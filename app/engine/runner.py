@@ -394,7 +394,7 @@ class JobRunner:
         )
         final = await self._execute_step(execution, config, running)
         final.metadata.setdefault("attempt", attempt)
-        result.steps[result.steps.index(running)] = final
+        _replace_step(result.steps, running, final)
         await self._queue_write(
             self.store.record_step(execution.execution_id, final, attempt, durable=False)
         )
@@ -476,6 +476,18 @@ class JobRunner:
                         execution.execution_id, step, execution.context.attempt, durable=False
                     )
                 )
+
+
+def _replace_step(
+    steps: list[StepExecutionResult], running: StepExecutionResult, final: StepExecutionResult
+) -> None:
+    """Put ``final`` where ``running`` is in ``steps``: found by identity from the end,
+    where it was just added (``list.index`` compared every earlier step field by field)."""
+    for index in range(len(steps) - 1, -1, -1):
+        if steps[index] is running:
+            steps[index] = final
+            return
+    raise ValueError(f"step {running.step_id!r} is not in the execution's steps")
 
 
 def _ended(
