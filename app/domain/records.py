@@ -154,10 +154,13 @@ def clean_text(value: str | None) -> tuple[str | None, bool]:
 def sanitize_fields(obj: Any, names: tuple[str, ...], metadata: dict[str, Any]) -> None:
     """Replace unstorable characters in ``obj``'s text attributes ``names`` (in place) and
     list the ones changed in ``metadata['sanitized_fields']``."""
-    if "sanitized_fields" not in metadata and not any(
-        _UNSTORABLE.search(value) for n in names if (value := getattr(obj, n))
-    ):
-        return  # the usual case: nothing to replace, nothing to list
+    if "sanitized_fields" not in metadata:
+        for name in names:
+            value = getattr(obj, name)
+            if value and _UNSTORABLE.search(value):
+                break
+        else:
+            return  # the usual case: nothing to replace, nothing to list
     changed = [n for n in metadata.get("sanitized_fields", []) if n not in names]
     for name in names:
         cleaned, dirty = clean_text(getattr(obj, name))
