@@ -178,6 +178,10 @@ def _join(prefix: str, name: str) -> str:
 #: where the job enters and again each time a step is created to run.
 _MODEL_PROBLEMS: dict[tuple[Any, ...], tuple[FieldError, ...]] = {}
 _MODEL_PROBLEMS_MAX = 4096
+#: A configuration holding a longer text (a script, a query) is checked each time instead:
+#: the cache keeps what it holds alive, and 4,096 scripts of ``V2_MAX_SCRIPT_CHARS`` would
+#: be gigabytes. Checking such a step costs little beside running it.
+_CACHED_TEXT_MAX = 4096
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -226,6 +230,8 @@ def _frozen(value: Any) -> Any:
                 return None
             parts.append(frozen)
         return (list, tuple(parts))
+    if kind is str and len(value) > _CACHED_TEXT_MAX:
+        return None
     if kind in _JSON_SCALARS:
         return (kind, value)
     return None

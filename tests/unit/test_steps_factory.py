@@ -15,6 +15,7 @@ from app import ExecutionContext, ExecutionStep, JobDefinition, StepFactory
 from app.domain import ConfigurationError, StepExecutionResult
 from app.domain.enums import StepStatus
 from app.steps import PowerShellStep, ShellStep, SqlStep
+from app.steps import base as step_base
 from app.steps.context import ParameterReferenceError, parse_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,3 +221,18 @@ def test_a_config_is_checked_again_when_it_changed() -> None:
     errors = SqlStep.check_config({"step_id": "a", "type": "sql"}, "steps[0]")
     errors.clear()  # the caller's own list
     assert SqlStep.check_config({"step_id": "a", "type": "sql"}, "steps[0]") != []
+
+
+def test_a_config_with_a_long_text_is_not_kept_by_the_check_cache() -> None:
+    """The cache of checks keeps what it holds alive: a configuration with a long script
+    is checked each time, and the cache does not grow with such configurations."""
+    before = len(step_base._MODEL_PROBLEMS)
+    for n in range(3):
+        script = f"echo {n} " + "x" * (step_base._CACHED_TEXT_MAX + 1)
+        assert ShellStep.check_config({"step_id": "s", "type": "shell", "script": script}) == []
+    assert len(step_base._MODEL_PROBLEMS) == before
+    assert (
+        ShellStep.check_config({"step_id": "s", "type": "shell", "script": "echo a short one"})
+        == []
+    )
+    assert len(step_base._MODEL_PROBLEMS) == before + 1
