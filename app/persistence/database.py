@@ -43,9 +43,13 @@ def ensure_sqlite_directory(url: str | URL) -> None:
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, engine_options: dict[str, Any] | None = None) -> AsyncEngine:
+def create_engine(
+    url: str, engine_options: dict[str, Any] | None = None, *, autocheckpoint: bool = True
+) -> AsyncEngine:
     """An AsyncEngine for ``url``; on SQLite with WAL, a busy timeout, foreign keys on and
-    transactions started by SQLAlchemy (``BEGIN``, or ``BEGIN IMMEDIATE`` for writers)."""
+    transactions started by SQLAlchemy (``BEGIN``, or ``BEGIN IMMEDIATE`` for writers).
+    Without ``autocheckpoint`` its commits never checkpoint the WAL: a
+    ``checkpoint.WalCheckpointer`` does."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_DIALECTS:
@@ -58,16 +62,16 @@ def create_engine(url: str, engine_options: dict[str, Any] | None = None) -> Asy
         ensure_sqlite_directory(parsed)
     engine = create_async_engine(parsed, **options)
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, autocheckpoint)
     elif not options.get("pool_pre_ping"):
         ping_when_idle(engine)
     return engine
 
 
-def sync_sqlite_engine(url: str) -> Engine | None:
-    """A synchronous engine (the standard ``sqlite3`` driver, one connection) on the same
-    SQLite file as ``url``, configured like the async one; None for an in-memory database,
-    which a second connection would not share."""
+def sync_sqlite_engine(url: str, *, autocheckpoint: bool = True) -> Engine | None:
+    """A synchronous engine (the standard ``sqlite3`` driver, one connection per thread) on
+    the same SQLite file as ``url``, configured like the async one; None for an in-memory
+    database, which a second connection would not share."""
     parsed = make_url(url)
     database = parsed.database or ""
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
@@ -79,11 +83,11 @@ def sync_sqlite_engine(url: str) -> Engine | None:
         poolclass=SingletonThreadPool,
         connect_args={"check_same_thread": False},
     )
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, autocheckpoint)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+def _configure_sqlite(engine: AsyncEngine | Engine, autocheckpoint: bool) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -96,6 +100,8 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if not autocheckpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()
 

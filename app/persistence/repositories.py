@@ -26,8 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.timeutil import utc_now
@@ -105,7 +104,7 @@ def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) 
         table = jobs
         base = insert_(table).values({c: bindparam(c, type_=table.c[c].type) for c in data})
         keep: tuple[str, ...] = ("execution_id", "job_id", "timezone", "created_at")
-        keep += _CREATION_ONLY
+        keep += CREATION_ONLY
         stmt = base.on_conflict_do_update(
             index_elements=[table.c.execution_id],
             set_={c: base.excluded[c] for c in data if c not in keep},
@@ -189,52 +188,7 @@ def started_params(execution_id: str, owner: str | None, fence: int) -> dict[str
 
 
 #: Columns only a "pending" write sets: how the execution was created.
-_CREATION_ONLY = ("trigger", "scheduled_for", "requested_by", "job_definition_json", "attempt")
-
-
-def _fold_pending(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """An execution with both a "pending" and a "job" write in one batch gets one insert:
-    the job write carrying the creation columns (an upsert that never changes them)."""
-    pending = {p["execution_id"]: p for kind, p in rows if kind == "pending"}
-    if not pending:
-        return list(rows)
-    folded: set[str] = set()
-    out: list[tuple[str, dict[str, Any]]] = []
-    for kind, params in rows:
-        created = pending.get(params.get("execution_id", "")) if kind == "job" else None
-        if created is not None:
-            params = {**{c: created[c] for c in _CREATION_ONLY if c in created}, **params}
-            folded.add(params["execution_id"])
-        out.append((kind, params))
-    return [(k, p) for k, p in out if not (k == "pending" and p["execution_id"] in folded)]
-
-
-def history_batches(
-    on_postgresql: bool, rows: Sequence[tuple[str, dict[str, Any]]]
-) -> list[tuple[Any, Any]]:
-    """History writes ``(kind, params)`` as ``(statement, params)`` executions: kinds in
-    ``HISTORY_KINDS`` order, rows of one statement together as one executemany (in the order
-    given, which keeps the ``start_order`` of an execution's new steps)."""
-    groups: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for kind, params in _fold_pending(rows):
-        groups.setdefault((HISTORY_KINDS.index(kind), tuple(sorted(params))), []).append(params)
-    out = []
-    for (index, columns), batch in sorted(groups.items(), key=lambda item: item[0][0]):
-        stmt = history_statement(on_postgresql, HISTORY_KINDS[index], columns)
-        out.append((stmt, batch if len(batch) > 1 else batch[0]))
-    return out
-
-
-async def write_history(conn: AsyncConnection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Execute ``history_batches`` on an async connection (its transaction)."""
-    for stmt, params in history_batches(conn.dialect.name == "postgresql", rows):
-        await conn.execute(stmt, params)
-
-
-def write_history_sync(conn: Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Execute ``history_batches`` on a synchronous connection (its transaction)."""
-    for stmt, params in history_batches(conn.dialect.name == "postgresql", rows):
-        conn.execute(stmt, params)
+CREATION_ONLY = ("trigger", "scheduled_for", "requested_by", "job_definition_json", "attempt")
 
 
 _RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]
