@@ -23,11 +23,15 @@ from app.persistence.models import (
     StepExecutionV2,
 )
 
+#: ``json.dumps(value, ensure_ascii=True, default=str, separators=(",", ":"))`` without
+#: building an encoder per call (a third of its cost on the small objects of history rows).
+_ENCODER = json.JSONEncoder(ensure_ascii=True, default=str, separators=(",", ":"))
+
 
 def dump_json(value: Any) -> str:
     """JSON text safe for every backend: ASCII only (NUL and lone surrogates come out as
     ``\\u`` escapes), and values JSON cannot express are written as their ``str``."""
-    return json.dumps(value, ensure_ascii=True, default=str, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def load_json_object(text: str | None) -> dict[str, Any]:

@@ -129,14 +129,14 @@ def history_groups(rows: Sequence[HistoryRow]) -> list[HistoryGroup]:
     ]
 
 
-def write_history_sync(conn: Connection, rows: Sequence[HistoryRow]) -> None:
-    """Write history ``rows`` in ``conn``'s transaction, one ``executemany`` a group.
+def write_history_sync(conn: Connection, groups: Sequence[HistoryGroup]) -> None:
+    """Write ``history_groups`` in ``conn``'s transaction, one ``executemany`` each.
     Errors are raised as ``Connection.execute`` raises them (its handling is called): a
     parameter that cannot be processed as a ``StatementError``, a driver error wrapped in
     a ``DBAPIError`` (a lost connection invalidated with its pool), anything else as is."""
     dialect = conn.dialect
     cursor = conn.connection.cursor()
-    for kind, columns, group in history_groups(rows):
+    for kind, columns, group in groups:
         statement = driver_statement(dialect, kind, columns)
         try:
             args = statement.args(group)
@@ -158,6 +158,6 @@ def _is_exit(error: BaseException) -> bool:
     return not isinstance(error, Exception) or isinstance(error, TimeoutError)
 
 
-async def write_history(conn: AsyncConnection, rows: Sequence[HistoryRow]) -> None:
+async def write_history(conn: AsyncConnection, groups: Sequence[HistoryGroup]) -> None:
     """``write_history_sync`` on an async connection (the driver's adapter runs there)."""
-    await conn.run_sync(write_history_sync, rows)
+    await conn.run_sync(write_history_sync, groups)

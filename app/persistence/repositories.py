@@ -3,6 +3,7 @@ short transaction per call and hands its session to them."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from app.persistence.outbox import outbox_insert
 
 # Namespace of step_execution_id = uuid5(namespace, "execution_id/attempt/step_id").
 _STEP_NAMESPACE = uuid.UUID("1f0e4a36-5b0c-4f7e-9a59-7d1b2f0c9e11")
+_STEP_NAMESPACE_BYTES = _STEP_NAMESPACE.bytes
 
 TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_terminal)
 IN_FLIGHT_STATUSES = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
@@ -51,8 +53,14 @@ _TO_RUN = (JobStatus.PENDING.value, *IN_FLIGHT_STATUSES)
 
 
 def step_execution_id(execution_id: str, attempt: int, step_id: str, run: int = 0) -> str:
+    """``str(uuid.uuid5(namespace, key))``, without building a ``UUID`` (a fourth of the
+    time; every step row write needs one)."""
     key = f"{execution_id}/{attempt}/{step_id}" + (f"/{run}" if run else "")
-    return str(uuid.uuid5(_STEP_NAMESPACE, key))
+    digest = bytearray(hashlib.sha1(_STEP_NAMESPACE_BYTES + key.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 # Upserts are built once per (dialect, kind, bound columns) and executed with parameters:

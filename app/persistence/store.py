@@ -57,7 +57,12 @@ from app.persistence.convert import (
     step_values,
 )
 from app.persistence.database import SQLITE_IMMEDIATE, create_engine, sync_sqlite_engine
-from app.persistence.history import write_history, write_history_sync
+from app.persistence.history import (
+    HistoryGroup,
+    history_groups,
+    write_history,
+    write_history_sync,
+)
 from app.persistence.job_store import SqlJobStoreMixin
 from app.persistence.models import (
     RUN_CANCELLED,
@@ -128,6 +133,8 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
         self._readers: async_sessionmaker[AsyncSession] | None = None
         self._writers: async_sessionmaker[AsyncSession] | None = None
         self._writer_engine: AsyncEngine | None = None
+        # PostgreSQL (asyncpg): history batches of one statement, in autocommit.
+        self._autocommit_engine: AsyncEngine | None = None
         self._history = GroupCommitWriter(self._write_history_rows)
         # SQLite: history batches are written by the standard sqlite3 driver in a thread of
         # their own, one thread hop per batch instead of one per statement through aiosqlite.
@@ -164,6 +171,8 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
         self._readers = async_sessionmaker(engine, expire_on_commit=False)
         self._writer_engine = engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self._writers = async_sessionmaker(self._writer_engine, expire_on_commit=False)
+        if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+            self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._history = GroupCommitWriter(self._write_history_rows)
         if sync_engine is not None:
             self._sync_writer = sync_engine.execution_options(**{SQLITE_IMMEDIATE: True})
@@ -185,7 +194,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
             await self._history.close()
         engine, self._engine = self._engine, None
         self._readers = self._writers = None
-        self._writer_engine = None
+        self._writer_engine = self._autocommit_engine = None
         sync_writer, self._sync_writer = self._sync_writer, None
         thread, self._sync_thread = self._sync_thread, None
         if thread is not None:
@@ -235,22 +244,28 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
         """One transaction of the group-commit writer."""
         if self._writer_engine is None:
             raise StoreNotOpenError()
-        batch = [(row.kind, row.params) for row in rows]
+        groups = history_groups([(row.kind, row.params) for row in rows])
         if self._sync_writer is not None and self._sync_thread is not None:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._sync_thread, self._write_history_sync, batch)
+            await loop.run_in_executor(self._sync_thread, self._write_history_sync, groups)
+            return
+        if len(groups) == 1 and self._autocommit_engine is not None:
+            # One statement: asyncpg's executemany is atomic by itself, so it goes without
+            # the BEGIN and COMMIT round trips.
+            async with self._autocommit_engine.connect() as conn:
+                await write_history(conn, groups)
             return
         async with self._writer_engine.begin() as conn:
-            await write_history(conn, batch)
+            await write_history(conn, groups)
 
-    def _write_history_sync(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _write_history_sync(self, groups: list[HistoryGroup]) -> None:
         conn = self._sync_conn
         if conn is None:
             assert self._sync_writer is not None
             conn = self._sync_conn = self._sync_writer.connect()
         assert self._checkpointer is not None
         with self._checkpointer.writing(), conn.begin():
-            write_history_sync(conn, batch)
+            write_history_sync(conn, groups)
 
     def _release_sync_conn(self) -> None:
         conn, self._sync_conn = self._sync_conn, None

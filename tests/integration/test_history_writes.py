@@ -5,7 +5,6 @@ statements stores, column by column as the database holds them, and its errors a
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,14 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.enums import JobStatus, StepStatus
 from app.domain.models import JobExecutionResult, StepExecutionResult
 from app.domain.notifications import OutboxMessage
+from app.persistence import SqlExecutionStore
 from app.persistence.convert import job_values, step_values
-from app.persistence.database import create_engine, sync_sqlite_engine
-from app.persistence.history import HistoryRow, history_groups, write_history, write_history_sync
+from app.persistence.history import HistoryRow, history_groups, write_history
 from app.persistence.outbox import outbox_params
 from app.persistence.repositories import (
     history_statement,
@@ -31,6 +30,7 @@ from app.persistence.repositories import (
     step_execution_id,
     step_params,
 )
+from app.persistence.writer import QueuedRow
 from app.sqlpool import is_transient
 
 OWNER = "node-a"
@@ -40,10 +40,16 @@ SQLITE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 
 
 @pytest.fixture
-async def engine(migrated_db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_db_url)
-    yield engine
-    await engine.dispose()
+async def store(migrated_db_url: str) -> AsyncIterator[SqlExecutionStore]:
+    store = SqlExecutionStore(migrated_db_url, owner=OWNER)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def engine(store: SqlExecutionStore) -> AsyncEngine:
+    return store.engine
 
 
 def _rows(prefix: str, now: datetime) -> list[HistoryRow]:
@@ -119,29 +125,18 @@ def _rows(prefix: str, now: datetime) -> list[HistoryRow]:
     ]
 
 
-async def _sqlalchemy_write(conn: AsyncConnection, rows: list[HistoryRow]) -> None:
+async def _sqlalchemy_write(engine: AsyncEngine, rows: list[HistoryRow]) -> None:
     """The same batch through ``Connection.execute`` (what the store did before)."""
-    on_postgresql = conn.dialect.name == "postgresql"
-    for kind, columns, group in history_groups(rows):
-        await conn.execute(history_statement(on_postgresql, kind, columns), group)
+    on_postgresql = engine.dialect.name == "postgresql"
+    async with engine.begin() as conn:
+        for kind, columns, group in history_groups(rows):
+            await conn.execute(history_statement(on_postgresql, kind, columns), group)
 
 
-async def _driver_write(engine: AsyncEngine, url: str, rows: list[HistoryRow]) -> None:
-    """The store's path: the sqlite3 engine on a SQLite file, the async engine otherwise."""
-    sync_engine = sync_sqlite_engine(url)
-    if sync_engine is None:
-        async with engine.begin() as conn:
-            await write_history(conn, rows)
-        return
-
-    def write() -> None:
-        with sync_engine.begin() as conn:
-            write_history_sync(conn, rows)
-
-    try:
-        await asyncio.to_thread(write)
-    finally:
-        sync_engine.dispose()
+async def _store_write(store: SqlExecutionStore, rows: list[HistoryRow]) -> None:
+    """The store's own path: the sqlite3 thread on a SQLite file; on PostgreSQL a
+    transaction, or autocommit for a batch of one statement."""
+    await store._write_history_rows([QueuedRow(kind, params) for kind, params in rows])
 
 
 async def _stored(engine: AsyncEngine, table: str, prefix: str) -> list[dict[str, Any]]:
@@ -162,12 +157,17 @@ async def _stored(engine: AsyncEngine, table: str, prefix: str) -> list[dict[str
 
 
 async def test_the_driver_path_stores_what_sqlalchemy_stores(
-    engine: AsyncEngine, migrated_db_url: str
+    store: SqlExecutionStore, engine: AsyncEngine
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)  # a whole second: the format keeps .000000
-    async with engine.begin() as conn:
-        await _sqlalchemy_write(conn, _rows("sa", now))
-    await _driver_write(engine, migrated_db_url, _rows("drv", now))
+    for prefix in ("sa", "drv"):
+        rows = _rows(prefix, now)
+        steps = [row for row in rows if row[0] == "step"]  # then a batch of one statement
+        for batch in ([row for row in rows if row[0] != "step"], steps):
+            if prefix == "sa":
+                await _sqlalchemy_write(engine, batch)
+            else:
+                await _store_write(store, batch)
 
     for table in ("job_executions_v2", "step_executions_v2", "notification_outbox_v2"):
         expected, got = await _stored(engine, table, "sa"), await _stored(engine, table, "drv")
@@ -189,18 +189,19 @@ async def test_the_driver_path_stores_what_sqlalchemy_stores(
         assert start == "2026-03-01 03:30:01.000000"
 
 
-async def test_a_driver_error_is_raised_and_classified_as_before(engine: AsyncEngine) -> None:
+async def test_a_driver_error_is_raised_and_classified_as_before(
+    store: SqlExecutionStore, engine: AsyncEngine
+) -> None:
     now = datetime.now(UTC)
     errors = []
     for prefix in ("sa", "drv"):
         rows = _rows(prefix, now)[2:3]  # the job row alone, with no job name
         rows[0][1]["job_name"] = None
         with pytest.raises(IntegrityError) as caught:
-            async with engine.begin() as conn:
-                if prefix == "sa":
-                    await _sqlalchemy_write(conn, rows)
-                else:
-                    await write_history(conn, rows)
+            if prefix == "sa":
+                await _sqlalchemy_write(engine, rows)
+            else:
+                await _store_write(store, rows)
         errors.append(caught.value)
     assert [type(e) for e in errors[1:]] == [type(errors[0])]
     assert not any(is_transient(e) for e in errors)
@@ -208,7 +209,7 @@ async def test_a_driver_error_is_raised_and_classified_as_before(engine: AsyncEn
 
 
 async def test_a_lost_connection_is_transient_and_replaced(
-    engine: AsyncEngine, migrated_db_url: str
+    store: SqlExecutionStore, engine: AsyncEngine
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("a server that drops the connection")
@@ -220,14 +221,15 @@ async def test_a_lost_connection_is_transient_and_replaced(
                 await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
                 await admin.commit()
             with pytest.raises(DBAPIError) as caught:
+                groups = history_groups(_rows(prefix, now))
                 if prefix == "sa":
-                    await _sqlalchemy_write(conn, _rows(prefix, now))
+                    for kind, columns, group in groups:
+                        await conn.execute(history_statement(True, kind, columns), group)
                 else:
-                    await write_history(conn, _rows(prefix, now))
+                    await write_history(conn, groups)
             assert caught.value.connection_invalidated, prefix
             assert is_transient(caught.value), prefix
             assert conn.invalidated, prefix
     # the pool hands out a working connection again and the batch is written
-    async with engine.begin() as conn:
-        await write_history(conn, _rows("again", now))
+    await _store_write(store, _rows("again", now))
     assert len(await _stored(engine, "job_executions_v2", "again")) == 2
