@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.persistence.database import raise_as_sqlalchemy
 from app.persistence.repositories import CREATION_ONLY, HISTORY_KINDS, history_statement
 
 HistoryRow = tuple[str, dict[str, Any]]
@@ -145,17 +146,9 @@ def write_history_sync(conn: Connection, groups: Sequence[HistoryGroup]) -> None
         try:
             cursor.executemany(statement.sql, args)
         except BaseException as exc:
-            # SQLAlchemy handles driver errors and "exit" exceptions (which leave the
-            # connection in an unknown state) and lets other errors through.
-            if isinstance(exc, dialect.loaded_dbapi.Error) or _is_exit(exc):
-                conn._handle_dbapi_exception(exc, statement.sql, args, cursor, None)
+            raise_as_sqlalchemy(conn, exc, statement.sql, args, cursor)
             raise
     cursor.close()
-
-
-def _is_exit(error: BaseException) -> bool:
-    """As ``sqlalchemy.util.is_exit_exception``."""
-    return not isinstance(error, Exception) or isinstance(error, TimeoutError)
 
 
 async def write_history(conn: AsyncConnection, groups: Sequence[HistoryGroup]) -> None:
