@@ -8,7 +8,8 @@ parameters, their bind processors and the Python-side column defaults it fills i
 (``DriverStatement``), and each group of rows goes to the DB-API cursor of the SQLAlchemy
 connection as one ``executemany``, inside that connection's transaction: the standard
 ``sqlite3`` cursor, or SQLAlchemy's asyncpg adapter (asyncpg's ``executemany`` of a
-prepared statement, in the transaction the adapter began).
+prepared statement, in the transaction the adapter began; the store runs a batch of one
+statement in autocommit, where that ``executemany`` is atomic by itself).
 
 What is stored is what ``Connection.execute`` stores: the same SQL, bind processors and
 defaults. A driver error goes through SQLAlchemy's own handling of it (wrapped in its
