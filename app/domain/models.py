@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -164,8 +165,23 @@ class JobDefinition:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobDefinition:
         """Create from dictionary (API requests, database)"""
+        cls._check_fields(data)
+        return cls._build({k: copy.deepcopy(v) for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> JobDefinition:
+        """Create from the JSON text of ``to_dict`` (a stored definition), as ``from_dict``
+        but without copying: what ``json.loads`` returns belongs to nobody else."""
+        data = json.loads(text)
+        cls._check_fields(data)
+        return cls._build(data)
+
+    @classmethod
+    def _check_fields(cls, data: Any) -> None:
         if not isinstance(data, dict):
             raise ConfigurationError([FieldError("", "a job definition must be a JSON object")])
+        if data.keys() <= _JOB_FIELDS and "job_id" in data and "job_name" in data:
+            return
         known = {f.name for f in fields(cls)}
         errors = [FieldError(key, "unknown field") for key in sorted(set(data) - known, key=str)]
         errors.extend(
@@ -173,7 +189,9 @@ class JobDefinition:
         )
         if errors:
             raise ConfigurationError(errors)
-        kwargs = {k: copy.deepcopy(v) for k, v in data.items()}
+
+    @classmethod
+    def _build(cls, kwargs: dict[str, Any]) -> JobDefinition:
         for key in ("created_at", "updated_at"):
             if key in kwargs:
                 kwargs[key] = _parse_dt(kwargs[key], key)
@@ -181,6 +199,9 @@ class JobDefinition:
             if key in kwargs and kwargs[key] is None:
                 kwargs[key] = {} if key == "metadata" else []
         return cls(**kwargs)
+
+
+_JOB_FIELDS = frozenset(f.name for f in fields(JobDefinition))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -134,6 +135,25 @@ def test_round_trip_is_exact() -> None:
     assert again == job
     assert again.to_dict() == data
     assert again.created_at == created
+
+
+def test_from_json_reads_what_to_dict_wrote_and_refuses_like_from_dict() -> None:
+    job = make(
+        timezone="Europe/London",
+        metadata={"owner": "ops"},
+        created_at="2026-03-29T01:30:00+01:00",
+        notifications=[{"on": ["failure"], "webhook": {"url": "http://127.0.0.1:9/x"}}],
+    )
+    text = json.dumps(job.to_dict())
+    assert JobDefinition.from_json(text) == JobDefinition.from_dict(json.loads(text)) == job
+    with pytest.raises(ConfigurationError) as info:
+        JobDefinition.from_json('{"job_name": "x", "stepz": []}')
+    assert [(e.field, e.message) for e in info.value.errors] == [
+        ("stepz", "unknown field"),
+        ("job_id", "is required"),
+    ]
+    with pytest.raises(ConfigurationError, match="JSON object"):
+        JobDefinition.from_json("[]")
 
 
 def test_unknown_and_missing_keys_are_clear() -> None:
