@@ -34,6 +34,11 @@ def dump_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def definition_from_json(text: str | None) -> JobDefinition:
+    """A stored job definition (``ConfigurationError`` if it is not one)."""
+    return JobDefinition.from_json(text or "{}")
+
+
 def load_json_object(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -93,7 +98,7 @@ def step_from_row(row: StepExecutionV2) -> StepExecutionResult:
 def run_from_row(row: ScheduledRunV2) -> ScheduledRun:
     return ScheduledRun(
         execution_id=row.execution_id,
-        job=JobDefinition.from_dict(load_json_object(row.job_definition_json)),
+        job=definition_from_json(row.job_definition_json),
         scheduled_for=row.scheduled_for,
         trigger=row.trigger,
         attempt=row.attempt,
@@ -104,7 +109,7 @@ def run_from_row(row: ScheduledRunV2) -> ScheduledRun:
 
 def stored_job_from_row(row: JobDefinitionV2) -> StoredJob:
     """The stored job: its definition rebuilt from the JSON, with the row's timestamps."""
-    job = JobDefinition.from_dict(load_json_object(row.definition_json))
+    job = definition_from_json(row.definition_json)
     job.created_at = row.created_at
     job.updated_at = row.updated_at
     return StoredJob(

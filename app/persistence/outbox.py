@@ -50,7 +50,7 @@ from app.domain.notifications import (
     OutboxSource,
 )
 from app.domain.timeutil import utc_now
-from app.persistence.convert import dump_json, load_json_object
+from app.persistence.convert import definition_from_json, dump_json, load_json_object
 from app.persistence.models import Base
 
 log = logging.getLogger("app.persistence.outbox")
@@ -308,7 +308,7 @@ class SqlOutboxMixin:
         """Outbox rows of a fire settled without running, in the settling transaction."""
         if self.outbox_source is None or not row.job_definition_json:
             return
-        job = JobDefinition.from_dict(load_json_object(row.job_definition_json))
+        job = definition_from_json(row.job_definition_json)
         messages = self.outbox_source.missed(
             job, row.execution_id, row.scheduled_for, reason, JobStatus(row.status)
         )

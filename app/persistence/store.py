@@ -47,6 +47,7 @@ from app.persistence.calendar_store import SqlCalendarStoreMixin
 from app.persistence.checkpoint import WalCheckpointer
 from app.persistence.cluster import NodeRepository, SqlClusterMixin
 from app.persistence.convert import (
+    definition_from_json,
     dump_json,
     fit,
     fit_text,
@@ -626,7 +627,7 @@ class SqlExecutionStore(SqlJobStoreMixin, SqlCalendarStoreMixin, SqlOutboxMixin,
         """The definition an execution was created with (to run or retry it), or None."""
         async with self._read() as session:
             data = await ExecutionRepository(session).definition_json(execution_id)
-        return JobDefinition.from_dict(load_json_object(data)) if data else None
+        return definition_from_json(data) if data else None
 
     async def purge_history(self, older_than: datetime, *, batch_size: int = 500) -> int:
         """Delete finished executions (and their steps and runs) that ended before
