@@ -41,6 +41,10 @@ def _basic_step_check(step: Any, prefix: str) -> list[FieldError]:
     return errors
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _parse_dt(value: Any, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -149,6 +153,14 @@ class JobDefinition:
 
     def to_dict(self) -> dict[str, Any]:
         """Convert to dictionary for serialization"""
+        return self._as_dict(copy.deepcopy)
+
+    def shared_dict(self) -> dict[str, Any]:
+        """``to_dict`` without copying the values: for writing out at once (the store
+        serialises every execution's definition), never to keep or change."""
+        return self._as_dict(_same)
+
+    def _as_dict(self, copy_value: Callable[[Any], Any]) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -159,7 +171,7 @@ class JobDefinition:
             if isinstance(value, datetime):
                 data[f.name] = iso(value)
             else:
-                data[f.name] = copy.deepcopy(value)
+                data[f.name] = copy_value(value)
         return data
 
     @classmethod

@@ -156,6 +156,13 @@ def test_from_json_reads_what_to_dict_wrote_and_refuses_like_from_dict() -> None
         JobDefinition.from_json("[]")
 
 
+def test_shared_dict_is_to_dict_without_the_copies() -> None:
+    job = make(created_at="2026-03-29T01:30:00+01:00", metadata={"owner": "ops"})
+    shared = job.shared_dict()
+    assert shared == job.to_dict()
+    assert shared["steps"] is job.steps and job.to_dict()["steps"] is not job.steps
+
+
 def test_unknown_and_missing_keys_are_clear() -> None:
     with pytest.raises(ConfigurationError) as info:
         JobDefinition.from_dict({"job_name": "x", "stepz": []})
