@@ -130,12 +130,13 @@ def history_statement(on_postgresql: bool, kind: str, columns: tuple[str, ...]) 
             .scalar_subquery()
         )
         # INSERT ... SELECT ... WHERE <fence>: a fenced-out writer inserts nothing either.
-        held = select(jobs.c.execution_id).where(jobs.c.execution_id == eid)
-        if "fence_attempt" in columns:
-            held = held.where(_fence(jobs))
-        rows = select(*[bindparam(c, type_=table.c[c].type) for c in data], next_order).where(
-            held.exists()
-        )
+        # The job row is found by its key alone and the fence is compared on what it holds:
+        # with the fence in the WHERE clause, PostgreSQL (no statistics yet, the costs tied)
+        # took the (owner, status) index and read every row this node owns, once per step
+        # row written (B1 lost half its throughput over 5,000 executions).
+        condition: ColumnElement[bool] = _fence(jobs) if "fence_attempt" in columns else true()
+        held = select(condition).where(jobs.c.execution_id == eid).scalar_subquery().is_(True)
+        rows = select(*[bindparam(c, type_=table.c[c].type) for c in data], next_order).where(held)
         base = insert_(table).from_select([*data, "start_order"], rows)
         keep = ("step_id", "step_execution_id", "execution_id", "attempt", "run", "created_at")
         stmt = base.on_conflict_do_update(

@@ -20,7 +20,7 @@ from app.domain.models import JobExecutionResult, StepExecutionResult
 from app.domain.notifications import OutboxMessage
 from app.persistence import SqlExecutionStore
 from app.persistence.convert import job_values, step_values
-from app.persistence.history import HistoryRow, history_groups, write_history
+from app.persistence.history import HistoryRow, driver_statement, history_groups, write_history
 from app.persistence.outbox import outbox_params
 from app.persistence.repositories import (
     history_statement,
@@ -233,3 +233,29 @@ async def test_a_lost_connection_is_transient_and_replaced(
     # the pool hands out a working connection again and the batch is written
     await _store_write(store, _rows("again", now))
     assert len(await _stored(engine, "job_executions_v2", "again")) == 2
+
+
+async def test_a_step_write_reads_its_job_row_by_key(
+    store: SqlExecutionStore, engine: AsyncEngine
+) -> None:
+    """The fence of a step row's write looks its job row up by key. With the fence in the
+    lookup's WHERE clause, PostgreSQL (a table without statistics yet, the costs tied)
+    took the (owner, status) index and read every row the node owns, once per step row:
+    the service slowed down as its history grew."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a question for PostgreSQL's planner")
+    now = datetime.now(UTC)
+    for n in range(50):  # job rows this node owns
+        await _store_write(store, [row for row in _rows(f"own{n}", now) if row[0] == "job"])
+    [(kind, columns, group)] = history_groups(
+        [row for row in _rows("probe", now) if row[0] == "step"]
+    )
+    statement = driver_statement(engine.dialect, kind, columns)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        plan = "\n".join(
+            r[0] for r in await driver.fetch("EXPLAIN " + statement.sql, *statement.args(group)[0])
+        )
+    assert "pk_job_executions_v2" in plan, plan
+    assert "owner_status" not in plan, plan
