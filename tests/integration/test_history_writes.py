@@ -259,3 +259,35 @@ async def test_a_step_write_reads_its_job_row_by_key(
         )
     assert "pk_job_executions_v2" in plan, plan
     assert "owner_status" not in plan, plan
+
+
+async def test_a_dispatched_run_is_found_by_key(
+    store: SqlExecutionStore, engine: AsyncEngine
+) -> None:
+    """Marking a claimed run dispatched looks it up by key: with its claim as plain
+    conditions PostgreSQL (no statistics yet) took the (status, scheduled_for) index and
+    read every claimed run, once per run dispatched."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a question for PostgreSQL's planner")
+    now = datetime.now(UTC)
+    for n in range(50):
+        await _store_write(store, [row for row in _rows(f"run{n}", now) if row[0] == "job"])
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO scheduled_runs_v2 (execution_id, job_id, scheduled_for, status, "
+            "attempt, lease_owner, job_definition_json, trigger, created_at, timezone) "
+            "SELECT execution_id, job_id, now(), 'claimed', 1, $1, '{}', 'scheduled', now(), "
+            "'UTC' "
+            "FROM job_executions_v2",
+            (OWNER,),
+        )
+    [(kind, columns, group)] = history_groups([("started", started_params("run7-run", OWNER, 1))])
+    statement = driver_statement(engine.dialect, kind, columns)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        plan = "\n".join(
+            r[0] for r in await driver.fetch("EXPLAIN " + statement.sql, *statement.args(group)[0])
+        )
+    assert "pk_scheduled_runs_v2" in plan, plan
+    assert "status_scheduled_for" not in plan, plan
