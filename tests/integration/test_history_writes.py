@@ -235,6 +235,18 @@ async def test_a_lost_connection_is_transient_and_replaced(
     assert len(await _stored(engine, "job_executions_v2", "again")) == 2
 
 
+async def _plan(engine: AsyncEngine, rows: list[HistoryRow]) -> str:
+    """PostgreSQL's plan of the one history statement ``rows`` make, for their first row's
+    values (a custom plan, as the writer's first executions get)."""
+    [(kind, columns, group)] = history_groups(rows)
+    statement = driver_statement(engine.dialect, kind, columns)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        found = await driver.fetch("EXPLAIN " + statement.sql, *statement.args(group)[0])
+    return "\n".join(r[0] for r in found)
+
+
 async def test_a_step_write_reads_its_job_row_by_key(
     store: SqlExecutionStore, engine: AsyncEngine
 ) -> None:
@@ -247,16 +259,7 @@ async def test_a_step_write_reads_its_job_row_by_key(
     now = datetime.now(UTC)
     for n in range(50):  # job rows this node owns
         await _store_write(store, [row for row in _rows(f"own{n}", now) if row[0] == "job"])
-    [(kind, columns, group)] = history_groups(
-        [row for row in _rows("probe", now) if row[0] == "step"]
-    )
-    statement = driver_statement(engine.dialect, kind, columns)
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        plan = "\n".join(
-            r[0] for r in await driver.fetch("EXPLAIN " + statement.sql, *statement.args(group)[0])
-        )
+    plan = await _plan(engine, [row for row in _rows("probe", now) if row[0] == "step"])
     assert "pk_job_executions_v2" in plan, plan
     assert "owner_status" not in plan, plan
 
@@ -281,13 +284,6 @@ async def test_a_dispatched_run_is_found_by_key(
             "FROM job_executions_v2",
             (OWNER,),
         )
-    [(kind, columns, group)] = history_groups([("started", started_params("run7-run", OWNER, 1))])
-    statement = driver_statement(engine.dialect, kind, columns)
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        plan = "\n".join(
-            r[0] for r in await driver.fetch("EXPLAIN " + statement.sql, *statement.args(group)[0])
-        )
+    plan = await _plan(engine, [("started", started_params("run7-run", OWNER, 1))])
     assert "pk_scheduled_runs_v2" in plan, plan
     assert "status_scheduled_for" not in plan, plan
