@@ -8,6 +8,7 @@ V2_TEST_MARIADB_ADMIN (host, port, user) for other machines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -68,12 +69,29 @@ def drop_mariadb_database(name: str) -> None:
     asyncio.run(_my_admin(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
+@contextlib.contextmanager
+def temporary_pg_database() -> Iterator[str]:
+    """URL (postgresql+asyncpg) of a new PostgreSQL database, dropped afterwards (a fixture
+    of any scope is ``with temporary_pg_database() as url: yield url``)."""
+    name, url = make_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(name)
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL (postgresql+asyncpg) of a fresh PostgreSQL database for this test session."""
-    name, url = make_pg_database()
-    yield url
-    drop_pg_database(name)
+    with temporary_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (a module may override its scope)."""
+    with temporary_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

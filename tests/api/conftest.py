@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,7 +12,6 @@ from app.api.service import ModernJobAPI
 from app.main import create_app
 from app.settings import Settings
 from tests.api.helpers import BASE_URL, make_settings
-from tests.conftest import drop_pg_database, make_pg_database
 
 
 @pytest.fixture
@@ -43,20 +42,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test (its URL); the app migrates it."""
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def history_url(request: pytest.FixtureRequest, service_database: str) -> str:
     """The service's database, once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
         return service_database
-    url: str = request.getfixturevalue("pg_database")
+    url: str = request.getfixturevalue("fresh_pg_url")  # the app migrates it
     return url

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from app.api.keys import key_entry, new_api_key
 from app.main import create_app
 from tests.api.helpers import BASE_URL, assert_problem, execution_status, make_settings, shell_job
-from tests.conftest import drop_pg_database, make_pg_database
+from tests.conftest import temporary_pg_database
 
 BATCH = "/api/v2/jobs/schedule/batch"
 NEXT_YEAR = datetime.now(UTC).year + 1
@@ -28,13 +28,10 @@ def auth(name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
+def fresh_pg_url() -> Iterator[str]:
     """One PostgreSQL database for the module (its tests use job ids of their own)."""
-    name, url = make_pg_database()
-    try:
+    with temporary_pg_database() as url:
         yield url
-    finally:
-        drop_pg_database(name)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from app.persistence import upgrade_to_head
-from tests.conftest import drop_pg_database, make_pg_database
+from tests.conftest import temporary_pg_database
 from tests.e2e.server import LiveServer, live_server
 
 HEARTBEAT = 0.3
@@ -34,12 +34,9 @@ CLUSTER_ENV = {
 @pytest.fixture
 def cluster_db() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated, for one test (SQLAlchemy URL)."""
-    name, url = make_pg_database()
-    try:
+    with temporary_pg_database() as url:
         asyncio.run(upgrade_to_head(url))
         yield url
-    finally:
-        drop_pg_database(name)
 
 
 def raw_dsn(url: str) -> str:

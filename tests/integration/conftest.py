@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from app.engine.memory_store import InMemoryExecutionStore
 from app.persistence import SqlExecutionStore, upgrade_to_head
-from tests.conftest import drop_pg_database, make_pg_database
+from tests.conftest import drop_pg_database, make_pg_database, temporary_pg_database
 
 BACKENDS = ["memory", "sqlite", "postgresql"]
 SQL_BACKENDS = ["sqlite", "postgresql"]
@@ -23,6 +23,15 @@ StoreFactory = Callable[..., Awaitable[Any]]
 
 
 # -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A new database without any table: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("fresh_pg_url")
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A new database migrated to head, on SQLite and on PostgreSQL (one per test)."""
@@ -42,12 +51,9 @@ async def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
 @pytest.fixture(scope="module")
 def pg_store_url() -> Iterator[str]:
     """A PostgreSQL database of this module, migrated to head."""
-    name, url = make_pg_database()
-    try:
+    with temporary_pg_database() as url:
         asyncio.run(upgrade_to_head(url))
         yield url
-    finally:
-        drop_pg_database(name)
 
 
 async def _truncate(url: str) -> None:

@@ -7,36 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from app.domain import JobStatus, StepExecutionResult, StepStatus
 from app.persistence import SqlExecutionStore, upgrade_to_head
 from app.persistence.database import create_engine
-from tests.conftest import drop_pg_database, make_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
 T0 = datetime(2026, 11, 30, 2, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    name, url = make_pg_database()
-    yield url
-    drop_pg_database(name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
 
 
 def upgrade_cli(url: str, revision: str) -> None:
@@ -53,9 +35,9 @@ def upgrade_cli(url: str, revision: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-async def test_an_execution_written_before_flow_reads_with_its_attempts(db_url: str) -> None:
-    upgrade_cli(db_url, "0002")
-    engine = create_engine(db_url)
+async def test_an_execution_written_before_flow_reads_with_its_attempts(empty_db_url: str) -> None:
+    upgrade_cli(empty_db_url, "0002")
+    engine = create_engine(empty_db_url)
     try:
         async with engine.begin() as conn:
             await conn.execute(
@@ -89,8 +71,8 @@ async def test_an_execution_written_before_flow_reads_with_its_attempts(db_url: 
     finally:
         await engine.dispose()
 
-    await upgrade_to_head(db_url)
-    store = SqlExecutionStore(db_url, owner="old-node")  # writes are fenced on the owner
+    await upgrade_to_head(empty_db_url)
+    store = SqlExecutionStore(empty_db_url, owner="old-node")  # writes are fenced on the owner
     await store.open()
     try:
         old = await store.get_execution("old")

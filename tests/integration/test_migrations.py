@@ -7,10 +7,8 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
@@ -23,7 +21,6 @@ from app.persistence.migrate import (
     schema_drift,
     upgrade_to_head,
 )
-from tests.conftest import drop_pg_database, make_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
@@ -34,22 +31,6 @@ TABLES = {
     "jobs_v2",
     "calendars_v2",
 }
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test."""
-    name, url = make_pg_database()
-    yield url
-    drop_pg_database(name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
 
 
 async def table_names(url: str) -> set[str]:
