@@ -243,6 +243,13 @@ class StepExecutionResult:
             self.duration_seconds = max(0.0, (end_time - self.start_time).total_seconds())
 
     def to_dict(self) -> dict[str, Any]:
+        data = self.state_dict()
+        data["output"] = self.output
+        data["metadata"] = copy.deepcopy(self.metadata)
+        return data
+
+    def state_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the output and the metadata (what a live event carries)."""
         return {
             "step_id": self.step_id,
             "step_name": self.step_name,
@@ -252,9 +259,7 @@ class StepExecutionResult:
             "start_time": iso(self.start_time),
             "end_time": iso(self.end_time),
             "duration_seconds": self.duration_seconds,
-            "output": self.output,
             "error_message": self.error_message,
-            "metadata": copy.deepcopy(self.metadata),
         }
 
     @classmethod

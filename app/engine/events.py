@@ -26,7 +26,6 @@ from typing import Any
 
 from app.domain.enums import JobStatus
 from app.domain.models import JobExecutionResult, StepExecutionResult
-from app.domain.timeutil import iso
 from app.engine.ports import ExecutionStore
 from app.steps.live_output import bind_sink
 
@@ -45,22 +44,11 @@ class ExecutionEvent:
 
 
 def step_data(step: StepExecutionResult) -> dict[str, Any]:
-    """A step event's payload: the step without its output (which comes as lines) and
-    without its metadata, but with its attempt. Built field by field: a step's metadata
-    can be large (a SQL step's columns), and copying it to drop it cost more than the
-    event."""
-    return {
-        "step_id": step.step_id,
-        "step_name": step.step_name,
-        "step_type": step.step_type,
-        "status": step.status.value,
-        "success": step.success,
-        "start_time": iso(step.start_time),
-        "end_time": iso(step.end_time),
-        "duration_seconds": step.duration_seconds,
-        "error_message": step.error_message,
-        "attempt": step.metadata.get("attempt"),
-    }
+    """A step event's payload: the step without its output (which comes as lines) and its
+    metadata (a SQL step's columns can be large), with its attempt."""
+    data = step.state_dict()
+    data["attempt"] = step.metadata.get("attempt")
+    return data
 
 
 def job_data(result: JobExecutionResult) -> dict[str, Any]:

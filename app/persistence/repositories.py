@@ -202,11 +202,10 @@ CREATION_ONLY = ("trigger", "scheduled_for", "requested_by", "job_definition_jso
 
 _RUNS: Table = ScheduledRunV2.__table__  # type: ignore[assignment]
 #: A claimed run handed to its queue (or whose execution left PENDING) is done, only while
-#: its claim is still the writer's.
-#: The run is found by its key alone; the claim it must still be under is compared on the
-#: row (``... IS TRUE``, which no index serves): as plain conditions, PostgreSQL (no
-#: statistics yet, the costs tied) took the (status, scheduled_for) index and read every
-#: claimed run, once per run dispatched.
+#: its claim is still the writer's. The run is found by its key alone and the claim is
+#: compared on the row (``... IS TRUE``, which no index serves): as plain conditions,
+#: PostgreSQL (no statistics yet, the costs tied) took the (status, scheduled_for) index
+#: and read every claimed run, once per run dispatched.
 _MARK_DISPATCHED = (
     update(_RUNS)
     .where(
